@@ -1,0 +1,39 @@
+# LMStack developer entry points. Everything a fresh machine needs is installed here.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA_DIR ?= ./data
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test check proto proto-check bench deploy docker engine-image clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/lmstack-controller --data-dir $(DATA_DIR)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+check: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy controller agent shared tests bench
+
+proto: $(STAMP)
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m grpc_tools.protoc -Iproto --python_out=shared/proto --grpc_python_out=shared/proto \
+		--mypy_out=shared/proto --mypy_grpc_out=shared/proto proto/lmstack/v1/agent.proto
+	sed -i 's/^from lmstack\.v1 import/from shared.proto.lmstack.v1 import/' shared/proto/lmstack/v1/*.py shared/proto/lmstack/v1/*.pyi
+
+bench: $(STAMP)
+	$(PY) bench/deployments_list.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,191 @@
+"""A ``Runtime`` that keeps its containers in a dict: no Docker, no engine.
+
+Used by the agent's tests and by the fleet-scale benchmark (a thousand
+simulated agents in one process), so every operation is O(1) or O(containers)
+and none starts a task or touches the disk.
+
+Behaviour mirrors ``DockerRuntime`` as ``agent.types.Runtime`` documents it:
+
+* ``deploy`` reports ``pending`` → ``starting`` → ``running`` with a fake
+  64-hex container id; a running container of the same spec hash is left
+  alone (one ``running`` report); another spec replaces the container.
+* ``stop`` reports ``stopping`` → ``stopped``; the container stays ``exited``
+  unless ``remove`` is set. Stopping an unknown deployment just reports
+  ``stopped`` (commands are idempotent).
+* ``logs`` returns the recorded lines; ``ContainerError`` for an unknown
+  deployment.
+
+Test hooks: ``exit_container`` makes a container exit with a code (as an
+engine crash would), ``gate`` holds a deployment's next deploy between
+``pending`` and ``starting`` until the test releases it, ``fail_next_deploy``
+makes one deploy report ``error``, and ``events`` records every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import secrets
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+from agent.types import (
+    ERROR,
+    PENDING,
+    RUNNING,
+    STARTING,
+    STOPPED,
+    STOPPING,
+    ContainerState,
+    DeploySpec,
+    Reporter,
+    RuntimeInfo,
+    StatusUpdate,
+)
+from shared.errors import ContainerError
+
+
+def spec_hash(spec: DeploySpec) -> str:
+    """A short stable digest of everything that shapes the container."""
+    canonical = json.dumps(asdict(spec), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass
+class _Container:
+    deployment_id: str
+    container_id: str
+    name: str
+    image: str
+    host_port: int
+    spec_hash: str
+    state: str = "created"
+    exit_code: int = 0
+    started_at: str = ""
+    log_lines: list[str] = field(default_factory=list)
+
+    def snapshot(self) -> ContainerState:
+        return ContainerState(
+            deployment_id=self.deployment_id,
+            container_id=self.container_id,
+            name=self.name,
+            state=self.state,
+            image=self.image,
+            host_port=self.host_port,
+            spec_hash=self.spec_hash,
+            exit_code=self.exit_code,
+            started_at=self.started_at,
+        )
+
+
+class MemoryRuntime:
+    """Engine containers as plain records; see the module docstring."""
+
+    def __init__(self, *, available: bool = True, error: str = "", version: str = "memory") -> None:
+        self._info = RuntimeInfo(available=available, version=version, error=error)
+        self._containers: dict[str, _Container] = {}
+        self._gates: dict[str, asyncio.Event] = {}
+        self._failures: dict[str, str] = {}
+        self.events: list[tuple[str, str]] = []
+
+    async def info(self) -> RuntimeInfo:
+        return self._info
+
+    async def list_containers(self) -> list[ContainerState]:
+        return [container.snapshot() for container in self._containers.values()]
+
+    async def deploy(self, spec: DeploySpec, report: Reporter) -> None:
+        self.events.append(("deploy", spec.deployment_id))
+        digest = spec_hash(spec)
+        current = self._containers.get(spec.deployment_id)
+        if current is not None and current.state == RUNNING and current.spec_hash == digest:
+            await report(self._update(current, RUNNING, "already running"))
+            return
+        await report(StatusUpdate(spec.deployment_id, PENDING, port=spec.host_port))
+        gate = self._gates.pop(spec.deployment_id, None)
+        if gate is not None:
+            await gate.wait()
+        failure = self._failures.pop(spec.deployment_id, None)
+        if failure is not None:
+            self._containers.pop(spec.deployment_id, None)
+            await report(StatusUpdate(spec.deployment_id, ERROR, failure, port=spec.host_port))
+            return
+        container = self._create(spec, digest)
+        await report(self._update(container, STARTING))
+        container.state = RUNNING
+        container.started_at = _now()
+        container.log_lines.append(f"engine {spec.backend} serving {spec.model}")
+        await report(self._update(container, RUNNING))
+        self.events.append(("deployed", spec.deployment_id))
+
+    async def stop(self, deployment_id: str, remove: bool, report: Reporter) -> None:
+        self.events.append(("stop", deployment_id))
+        container = self._containers.get(deployment_id)
+        if container is None:
+            await report(StatusUpdate(deployment_id, STOPPED))
+            return
+        await report(self._update(container, STOPPING))
+        if container.state == RUNNING:
+            container.state = "exited"
+            container.exit_code = 0
+        if remove:
+            del self._containers[deployment_id]
+        await report(self._update(container, STOPPED))
+        self.events.append(("stopped", deployment_id))
+
+    async def logs(self, deployment_id: str, lines: int) -> str:
+        container = self._containers.get(deployment_id)
+        if container is None:
+            raise ContainerError(f"no container for deployment {deployment_id}")
+        return "\n".join(container.log_lines[-lines:] if lines > 0 else container.log_lines)
+
+    async def close(self) -> None:
+        """Nothing to release; present so callers treat every runtime alike."""
+
+    # -- test hooks ----------------------------------------------------------------
+
+    def exit_container(self, deployment_id: str, exit_code: int, *log_lines: str) -> None:
+        """Make the deployment's container exit, as a crashing engine would."""
+        container = self._containers[deployment_id]
+        container.log_lines.extend(log_lines)
+        container.state = "exited"
+        container.exit_code = exit_code
+
+    def gate(self, deployment_id: str) -> asyncio.Event:
+        """Hold the next deploy of ``deployment_id`` after ``pending``; set to release."""
+        event = asyncio.Event()
+        self._gates[deployment_id] = event
+        return event
+
+    def fail_next_deploy(self, deployment_id: str, message: str) -> None:
+        self._failures[deployment_id] = message
+
+    # -- internals -----------------------------------------------------------------
+
+    def _create(self, spec: DeploySpec, digest: str) -> _Container:
+        container = _Container(
+            deployment_id=spec.deployment_id,
+            container_id=secrets.token_hex(32),
+            name=f"lmstack-{spec.name}",
+            image=spec.image,
+            host_port=spec.host_port,
+            spec_hash=digest,
+        )
+        # Replaces any container of another spec, like DockerRuntime does.
+        self._containers[spec.deployment_id] = container
+        return container
+
+    @staticmethod
+    def _update(container: _Container, status: str, message: str = "") -> StatusUpdate:
+        return StatusUpdate(
+            deployment_id=container.deployment_id,
+            status=status,
+            message=message,
+            container_id=container.container_id,
+            port=container.host_port,
+        )
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

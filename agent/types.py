@@ -1,0 +1,104 @@
+"""Plain data the agent's parts pass to each other, and the Runtime interface.
+
+The session (gRPC) talks to a ``Runtime``; ``DockerRuntime`` is the real one,
+``MemoryRuntime`` (tests, fleet benchmark) keeps containers in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+# Deployment status values reported to the controller.
+PENDING = "pending"
+DOWNLOADING = "downloading"
+STARTING = "starting"
+RUNNING = "running"
+STOPPING = "stopping"
+STOPPED = "stopped"
+ERROR = "error"
+
+LABEL_MANAGED = "lmstack.managed"
+LABEL_DEPLOYMENT_ID = "lmstack.deployment_id"
+LABEL_DEPLOYMENT_NAME = "lmstack.deployment_name"
+LABEL_SPEC_HASH = "lmstack.spec_hash"
+LABEL_HOST_PORT = "lmstack.host_port"
+LABEL_BACKEND = "lmstack.backend"
+
+
+@dataclass(frozen=True)
+class DeploySpec:
+    """What the controller asked to run (the proto ``Deploy`` as Python)."""
+
+    deployment_id: str
+    name: str
+    backend: str
+    image: str
+    model: str
+    config: dict[str, Any]
+    host_port: int
+    gpu_indices: tuple[int, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    deployment_id: str
+    container_id: str
+    name: str
+    state: str  # Docker's: created, running, exited, ...
+    image: str
+    host_port: int
+    spec_hash: str
+    exit_code: int = 0
+    started_at: str = ""
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    deployment_id: str
+    status: str
+    message: str = ""
+    container_id: str = ""
+    port: int = 0
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    available: bool
+    version: str = ""
+    error: str = ""
+
+
+Reporter = Callable[[StatusUpdate], Awaitable[None]]
+
+
+class Runtime(Protocol):
+    """Runs engine containers. Every method is safe to call from the event loop."""
+
+    async def info(self) -> RuntimeInfo: ...
+
+    async def list_containers(self) -> list[ContainerState]:
+        """Every LMStack-managed container on this host."""
+        ...
+
+    async def deploy(self, spec: DeploySpec, report: Reporter) -> None:
+        """Bring ``spec`` to running, reporting each status transition.
+
+        Idempotent: a container of the same deployment and spec hash that runs
+        already is left alone (one ``running`` report). A container of the same
+        deployment with another spec is replaced. Failures are reported as
+        ``error`` (with exit code and last log lines when a container exited)
+        and leave no container behind; they are not raised.
+        """
+        ...
+
+    async def stop(self, deployment_id: str, remove: bool, report: Reporter) -> None:
+        """Stop (and remove) the deployment's container: ``stopping`` → ``stopped``."""
+        ...
+
+    async def logs(self, deployment_id: str, lines: int) -> str:
+        """The container's last ``lines`` lines (stdout and stderr)."""
+        ...

@@ -1,0 +1,1 @@
+"""The LMStack controller: REST API, OpenAI gateway, scheduler, fleet, store."""

@@ -1,0 +1,166 @@
+"""``/api/deployments``: list, get, create, delete, logs."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from controller import appkeys
+from controller.http import Endpoint, json_response, parse_body, parse_query, path_id
+from controller.schemas import (
+    DeploymentCreate,
+    DeploymentCreated,
+    DeploymentList,
+    DeploymentListQuery,
+    DeploymentOut,
+    LogsQuery,
+    LogsResponse,
+)
+from controller.store import Deployment, Worker
+from shared.errors import Conflict, NotFound, ServiceUnavailable
+
+
+def deployment_out(row: Deployment) -> DeploymentOut:
+    return DeploymentOut.model_validate(row, from_attributes=True)
+
+
+async def get_deployment(session: AsyncSession, deployment_id: str) -> Deployment:
+    row = await session.get(Deployment, deployment_id)
+    if row is None:
+        raise NotFound(f"Deployment '{deployment_id}' not found")
+    return row
+
+
+async def list_deployments(request: web.Request) -> web.Response:
+    query = parse_query(request, DeploymentListQuery)
+    conditions = []
+    if query.status is not None:
+        conditions.append(Deployment.status == query.status)
+    if query.worker_id is not None:
+        conditions.append(Deployment.worker_id == query.worker_id)
+    async with request.app[appkeys.DATABASE].session() as session:
+        total = await session.scalar(select(func.count(Deployment.id)).where(*conditions))
+        rows = await session.scalars(
+            select(Deployment)
+            .where(*conditions)
+            .order_by(Deployment.created_at, Deployment.id)
+            .offset(query.skip)
+            .limit(query.limit)
+        )
+        items = [deployment_out(row) for row in rows]
+    return json_response(DeploymentList(items=items, total=total or 0))
+
+
+async def get_one(request: web.Request) -> web.Response:
+    deployment_id = path_id(request, "deployment_id", "Deployment")
+    async with request.app[appkeys.DATABASE].session() as session:
+        row = await get_deployment(session, deployment_id)
+    return json_response(deployment_out(row))
+
+
+async def create(request: web.Request) -> web.Response:
+    body = await parse_body(request, DeploymentCreate)
+    fleet = request.app[appkeys.FLEET]
+    async with request.app[appkeys.DATABASE].session() as session:
+        if await session.scalar(select(Deployment.id).where(Deployment.name == body.name)):
+            raise Conflict(f"A deployment named '{body.name}' already exists")
+        if body.worker_id is not None:
+            worker = await session.get(Worker, body.worker_id)
+            if worker is None:
+                raise NotFound(f"Worker '{body.worker_id}' not found")
+            if worker.status != "online":
+                raise ServiceUnavailable(f"Worker '{worker.name}' is offline")
+        row = Deployment(
+            name=body.name,
+            backend=body.backend,
+            model=body.model,
+            worker_id=body.worker_id,
+            config=body.config.model_dump(exclude_none=True),
+        )
+        session.add(row)
+        try:
+            await session.commit()
+        except IntegrityError:
+            raise Conflict(f"A deployment named '{body.name}' already exists") from None
+    await fleet.deploy(row)
+    return json_response(DeploymentCreated(id=row.id, name=row.name, status="pending"), 201)
+
+
+async def delete(request: web.Request) -> web.Response:
+    deployment_id = path_id(request, "deployment_id", "Deployment")
+    async with request.app[appkeys.DATABASE].session() as session:
+        row = await get_deployment(session, deployment_id)
+        worker_id = row.worker_id
+        await session.delete(row)
+        await session.commit()
+    # An agent that is away gets the container removed when it reconnects.
+    if worker_id is not None:
+        await request.app[appkeys.FLEET].stop(worker_id, deployment_id)
+    return web.Response(status=204)
+
+
+async def logs(request: web.Request) -> web.Response:
+    deployment_id = path_id(request, "deployment_id", "Deployment")
+    query = parse_query(request, LogsQuery)
+    async with request.app[appkeys.DATABASE].session() as session:
+        row = await get_deployment(session, deployment_id)
+    if row.worker_id is None:
+        raise ServiceUnavailable(f"Deployment '{row.name}' is not placed on a worker yet")
+    text = await request.app[appkeys.FLEET].fetch_logs(row.worker_id, row.id, query.lines)
+    return json_response(LogsResponse(logs=text))
+
+
+ENDPOINTS = [
+    Endpoint(
+        "GET",
+        "/api/deployments",
+        list_deployments,
+        "List deployments",
+        "deployments",
+        query=DeploymentListQuery,
+        responses={200: DeploymentList},
+        errors=(422,),
+    ),
+    Endpoint(
+        "POST",
+        "/api/deployments",
+        create,
+        "Create a deployment",
+        "deployments",
+        access="admin",
+        body=DeploymentCreate,
+        responses={201: DeploymentCreated},
+        errors=(404, 409, 422, 503),
+    ),
+    Endpoint(
+        "GET",
+        "/api/deployments/{deployment_id}",
+        get_one,
+        "Get a deployment",
+        "deployments",
+        responses={200: DeploymentOut},
+        errors=(404,),
+    ),
+    Endpoint(
+        "DELETE",
+        "/api/deployments/{deployment_id}",
+        delete,
+        "Delete a deployment",
+        "deployments",
+        access="admin",
+        responses={204: None},
+        errors=(404,),
+    ),
+    Endpoint(
+        "GET",
+        "/api/deployments/{deployment_id}/logs",
+        logs,
+        "Last lines of the engine's log",
+        "deployments",
+        query=LogsQuery,
+        responses={200: LogsResponse},
+        errors=(404, 422, 503, 504),
+    ),
+]

@@ -1,0 +1,84 @@
+"""The controller's aiohttp application and its lifecycle.
+
+Start-up order (cleanup contexts, torn down in reverse):
+1. store: data directory, database schema, first admin user;
+2. auth: the authenticator and its ``last_used`` flusher (flushed once more on stop);
+3. fleet: live agent sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+from aiohttp import web
+
+from controller import appkeys
+from controller.api import ENDPOINTS
+from controller.auth import IDENTITY, Authenticator, bearer_token, require_admin
+from controller.bootstrap import ensure_admin, prepare_data_dir
+from controller.fleet import Fleet
+from controller.http import Endpoint, Handler, error_middleware
+from controller.openapi import build_openapi
+from controller.store import Database
+from shared.settings import ControllerSettings
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def guarded(endpoint: Endpoint) -> Handler:
+    """The endpoint's handler behind its declared access rule."""
+    if endpoint.access == "public":
+        return endpoint.handler
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        identity = await request.app[appkeys.AUTH].resolve(bearer_token(request))
+        if endpoint.access == "admin":
+            require_admin(identity)
+        request[IDENTITY] = identity
+        return await endpoint.handler(request)
+
+    return handler
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[appkeys.SETTINGS]
+    prepare_data_dir(settings.data_dir)
+    db = Database(settings.effective_database_url())
+    try:
+        await db.create_schema()
+        await ensure_admin(db, settings)
+        app[appkeys.DATABASE] = db
+        yield
+    finally:
+        await db.close()
+
+
+async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[appkeys.SETTINGS]
+    auth = Authenticator(
+        app[appkeys.DATABASE],
+        token_ttl=timedelta(seconds=settings.token_ttl_seconds),
+        bcrypt_rounds=settings.bcrypt_rounds,
+    )
+    app[appkeys.AUTH] = auth
+    flusher = asyncio.create_task(auth.run_flusher(settings.last_used_flush_seconds))
+    yield
+    flusher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await flusher
+    await auth.flush_last_used()
+
+
+def create_app(settings: ControllerSettings, fleet: Fleet | None = None) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+    app[appkeys.SETTINGS] = settings
+    app[appkeys.FLEET] = fleet or Fleet()
+    app[appkeys.OPENAPI] = json.dumps(build_openapi(ENDPOINTS)).encode()
+    for endpoint in ENDPOINTS:
+        app.router.add_route(endpoint.method, endpoint.path, guarded(endpoint))
+    app.cleanup_ctx.extend([_store_ctx, _auth_ctx])
+    return app

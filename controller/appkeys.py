@@ -1,0 +1,20 @@
+"""Typed application state keys."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from controller.store import Database
+from shared.settings import ControllerSettings
+
+if TYPE_CHECKING:
+    from controller.auth import Authenticator
+    from controller.fleet import Fleet
+
+SETTINGS = web.AppKey("settings", ControllerSettings)
+DATABASE = web.AppKey("database", Database)
+AUTH: web.AppKey[Authenticator] = web.AppKey("auth")
+FLEET: web.AppKey[Fleet] = web.AppKey("fleet")
+OPENAPI = web.AppKey("openapi", bytes)

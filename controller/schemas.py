@@ -1,0 +1,254 @@
+"""Request and response bodies of the REST API (pydantic), the single source of
+both validation and the OpenAPI document."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
+
+from controller.store.timeutil import iso_z
+
+Timestamp = Annotated[
+    datetime, PlainSerializer(iso_z, return_type=str, when_used="json-unless-none")
+]
+Backend = Literal["vllm", "sglang", "ollama"]
+DeploymentStatus = Literal[
+    "pending", "downloading", "starting", "running", "stopping", "stopped", "error"
+]
+WorkerStatus = Literal["online", "offline"]
+DEPLOYMENT_STATUSES: tuple[str, ...] = DeploymentStatus.__args__  # type: ignore[attr-defined]
+
+# Deployment names become container names (``lmstack-<name>``) and model ids.
+DeploymentName = Annotated[
+    str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$", max_length=63)
+]
+Username = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=72)]
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- errors
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    detail: str
+    status_code: int
+    errors: list[FieldError] | None = None
+
+
+# ---------------------------------------------------------------- auth
+
+
+class LoginRequest(Strict):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class LoginResponse(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+
+
+class HealthResponse(BaseModel):
+    status: Literal["healthy"] = "healthy"
+
+
+# ---------------------------------------------------------------- deployments
+
+
+class DeploymentConfig(Strict):
+    """Engine settings. Unknown keys are rejected by name."""
+
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    max_model_len: int | None = Field(default=None, gt=0)
+    tensor_parallel_size: int | None = Field(default=None, ge=1, le=64)
+    dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] | None = None
+    quantization: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,32}$")] | None = None
+    served_model_name: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    max_num_seqs: int | None = Field(default=None, ge=1)
+    trust_remote_code: bool | None = None
+    enforce_eager: bool | None = None
+    revision: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    image: Annotated[str, StringConstraints(pattern=r"^[^\s]{1,512}$")] | None = None
+    env: dict[EnvName, str] | None = None
+    extra_args: list[Annotated[str, StringConstraints(max_length=4096)]] | None = None
+    # Seconds the engine gets to answer its health check after the container starts.
+    startup_timeout: int | None = Field(default=None, ge=1, le=86400)
+
+
+class DeploymentCreate(Strict):
+    name: DeploymentName
+    backend: Backend = "vllm"
+    model: str = Field(min_length=1, max_length=512)
+    worker_id: str | None = None
+    config: DeploymentConfig = Field(default_factory=DeploymentConfig)
+
+
+class DeploymentCreated(BaseModel):
+    id: str
+    name: str
+    status: DeploymentStatus
+
+
+class DeploymentOut(BaseModel):
+    id: str
+    name: str
+    backend: Backend
+    model: str
+    status: DeploymentStatus
+    status_message: str
+    worker_id: str | None
+    container_id: str | None
+    port: int | None
+    gpu_indices: list[int]
+    created_at: Timestamp
+    updated_at: Timestamp
+    config: dict[str, Any]
+
+
+class DeploymentList(BaseModel):
+    items: list[DeploymentOut]
+    total: int
+
+
+class DeploymentListQuery(Strict):
+    skip: int = Field(default=0, ge=0)
+    limit: int = Field(default=100, ge=1, le=1000)
+    status: DeploymentStatus | None = None
+    worker_id: str | None = None
+
+
+class LogsQuery(Strict):
+    lines: int = Field(default=100, ge=1, le=10000)
+
+
+class LogsResponse(BaseModel):
+    logs: str
+
+
+# ---------------------------------------------------------------- workers
+
+
+class GpuDeviceOut(BaseModel):
+    index: int
+    uuid: str
+    name: str
+    memory: int = Field(description="Total memory in MiB")
+    driver_version: str = ""
+    cuda_version: str = ""
+    memory_used: int | None = Field(default=None, description="MiB, from the last heartbeat")
+    utilization: int | None = None
+    temperature: int | None = None
+    power: float | None = None
+
+
+class GpuInfo(BaseModel):
+    count: int = 0
+    simulated: bool = False
+    devices: list[GpuDeviceOut] = []
+
+
+class WorkerOut(BaseModel):
+    id: str
+    name: str
+    status: WorkerStatus
+    advertise_address: str
+    agent_version: str
+    runtime_error: str
+    gpu_info: GpuInfo
+    last_heartbeat: Timestamp | None
+    created_at: Timestamp
+
+
+class WorkerList(BaseModel):
+    items: list[WorkerOut]
+
+
+class WorkerDetail(WorkerOut):
+    system_info: dict[str, Any]
+    deployments: list[DeploymentOut]
+
+
+class ContainerOut(BaseModel):
+    id: str
+    name: str
+    status: str
+    image: str
+    deployment_id: str
+    port: int | None
+
+
+class ContainerList(BaseModel):
+    containers: list[ContainerOut]
+
+
+# ---------------------------------------------------------------- api keys
+
+
+class ApiKeyCreate(Strict):
+    name: str = Field(min_length=1, max_length=128)
+
+
+class ApiKeyCreated(BaseModel):
+    id: str
+    name: str
+    key: str
+    prefix: str
+    hint: str
+    created_at: Timestamp
+
+
+class ApiKeyOut(BaseModel):
+    id: str
+    name: str
+    prefix: str
+    hint: str
+    user_id: str
+    created_at: Timestamp
+    last_used: Timestamp | None
+
+
+class ApiKeyList(BaseModel):
+    items: list[ApiKeyOut]
+
+
+# ---------------------------------------------------------------- users
+
+
+class UserCreate(Strict):
+    username: Username
+    email: Email | None = None
+    password: Password
+    is_admin: bool = False
+
+
+class UserUpdate(Strict):
+    email: Email | None = None
+    password: Password | None = None
+    is_admin: bool | None = None
+
+
+class UserOut(BaseModel):
+    id: str
+    username: str
+    email: str | None
+    is_admin: bool
+    created_at: Timestamp
+
+
+class UserList(BaseModel):
+    items: list[UserOut]

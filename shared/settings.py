@@ -1,0 +1,97 @@
+"""Settings for both daemons, in one place.
+
+Every field is read from an ``LMSTACK_``-prefixed environment variable; command
+line flags override the environment (they are passed as init arguments).
+``masked()`` gives the effective settings with secrets hidden, for the start-up
+log line.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class _Base(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LMSTACK_", extra="ignore")
+
+    log_level: LogLevel = "INFO"
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings, secrets replaced by ``***``."""
+        out: dict[str, Any] = {}
+        for name, value in self:
+            if isinstance(value, SecretStr):
+                out[name] = "***" if value.get_secret_value() else ""
+            elif name == "database_url" and isinstance(value, str) and "@" in value:
+                scheme, _, rest = value.partition("://")
+                out[name] = f"{scheme}://***@{rest.rpartition('@')[2]}"
+            else:
+                out[name] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+class ControllerSettings(_Base):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8088, ge=0, le=65535)
+    data_dir: Path = Path("./data")
+    # Default: a SQLite file in data_dir (see ``effective_database_url``).
+    database_url: str = ""
+    grpc_host: str = "0.0.0.0"
+    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    # Join token agents present; generated into <data_dir>/agent_token if unset.
+    agent_token: SecretStr = SecretStr("")
+    # Password for the first ``admin`` user; generated into a 0600 file if unset.
+    admin_password: SecretStr = SecretStr("")
+    token_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    bcrypt_rounds: int = Field(default=12, ge=4, le=16)
+    heartbeat_interval: float = Field(default=5.0, gt=0)
+    # How long a REST call waits for an agent's reply (logs, containers).
+    agent_request_timeout: float = Field(default=10.0, gt=0)
+    # How often buffered API key ``last_used`` times are written.
+    last_used_flush_seconds: float = Field(default=30.0, gt=0)
+    grpc_tls_cert: Path | None = None
+    grpc_tls_key: Path | None = None
+    # CA that signs agent client certificates; when set, agents must present one.
+    grpc_tls_client_ca: Path | None = None
+
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'lmstack.db').resolve()}"
+
+
+class AgentSettings(_Base):
+    controller: str = "127.0.0.1:50051"
+    token: SecretStr = SecretStr("")
+    name: str = Field(default_factory=socket.gethostname)
+    # Address the gateway uses to reach engines on this host.
+    advertise_address: str = ""
+    state_dir: Path = Path("/var/lib/lmstack/agent")
+    heartbeat_interval: float = Field(default=5.0, gt=0)
+    # Seconds an engine gets to answer its health endpoint after start.
+    engine_ready_timeout: float = Field(default=1800.0, gt=0)
+    hf_cache_dir: Path = Path.home() / ".cache" / "huggingface"
+    # Docker endpoint; empty means the environment's default (DOCKER_HOST or the socket).
+    docker_host: str = ""
+    # ``COUNTxGIB``, e.g. ``4x80``: report simulated GPUs (no device requests).
+    simulate_gpus: str = ""
+    reconnect_max_seconds: float = Field(default=10.0, gt=0)
+    tls: bool = False
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @field_validator("controller")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError("must be HOST:PORT")
+        return value
