@@ -178,13 +178,11 @@ def bearer_token(request: web.Request) -> str:
     return token.strip()
 
 
-IDENTITY = "lmstack.identity"
+IDENTITY = web.RequestKey("identity", Identity)
 
 
 def identity_of(request: web.Request) -> Identity:
-    identity = request.get(IDENTITY)
-    assert isinstance(identity, Identity), "handler reached without authentication"
-    return identity
+    return request[IDENTITY]
 
 
 def require_admin(identity: Identity) -> None:

@@ -31,6 +31,14 @@ EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
 class Strict(BaseModel):
+    """A request body: unknown fields are rejected and JSON types are not coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Query(BaseModel):
+    """Query parameters: strings coerced to the declared types."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -125,14 +133,14 @@ class DeploymentList(BaseModel):
     total: int
 
 
-class DeploymentListQuery(Strict):
+class DeploymentListQuery(Query):
     skip: int = Field(default=0, ge=0)
     limit: int = Field(default=100, ge=1, le=1000)
     status: DeploymentStatus | None = None
     worker_id: str | None = None
 
 
-class LogsQuery(Strict):
+class LogsQuery(Query):
     lines: int = Field(default=100, ge=1, le=10000)
 
 

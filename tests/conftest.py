@@ -45,7 +45,7 @@ class Controller:
     @property
     def app(self) -> web.Application:
         assert self.runner is not None
-        return self.runner.app  # type: ignore[return-value]
+        return self.runner.app
 
     def settings(self) -> ControllerSettings:
         values: dict[str, Any] = {

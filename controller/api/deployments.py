@@ -26,6 +26,10 @@ def deployment_out(row: Deployment) -> DeploymentOut:
     return DeploymentOut.model_validate(row, from_attributes=True)
 
 
+# The listing reads plain columns, not ORM objects: it is the hottest read path.
+_LIST_COLUMNS = [getattr(Deployment, name) for name in DeploymentOut.model_fields]
+
+
 async def get_deployment(session: AsyncSession, deployment_id: str) -> Deployment:
     row = await session.get(Deployment, deployment_id)
     if row is None:
@@ -41,15 +45,17 @@ async def list_deployments(request: web.Request) -> web.Response:
     if query.worker_id is not None:
         conditions.append(Deployment.worker_id == query.worker_id)
     async with request.app[appkeys.DATABASE].session() as session:
-        total = await session.scalar(select(func.count(Deployment.id)).where(*conditions))
-        rows = await session.scalars(
-            select(Deployment)
+        total = await session.scalar(
+            select(func.count()).select_from(Deployment).where(*conditions)
+        )
+        rows = await session.execute(
+            select(*_LIST_COLUMNS)
             .where(*conditions)
             .order_by(Deployment.created_at, Deployment.id)
             .offset(query.skip)
             .limit(query.limit)
         )
-        items = [deployment_out(row) for row in rows]
+        items = [DeploymentOut.model_validate(row) for row in rows.mappings()]
     return json_response(DeploymentList(items=items, total=total or 0))
 
 

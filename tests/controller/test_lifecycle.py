@@ -1,0 +1,131 @@
+"""Start-up, restart and shutdown of the controller as a user runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import stat
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from controller.app import create_app
+from controller.bootstrap import ADMIN_PASSWORD_FILE
+from controller.main import parse_args
+from shared.settings import ControllerSettings
+from tests.conftest import Controller
+
+
+async def test_data_and_login_tokens_survive_restart(controller: Controller) -> None:
+    token = controller.admin_token
+    _, key = await controller.admin("POST", "/api/api-keys", json={"name": "k"})
+    _, created = await controller.admin(
+        "POST", "/api/deployments", json={"name": "m", "model": "x"}
+    )
+    _, user = await controller.admin(
+        "POST", "/api/users", json={"username": "u", "password": "password-u"}
+    )
+    await controller.call("GET", "/api/workers", token=key["key"])
+
+    await controller.restart()
+
+    status, me = await controller.call("GET", "/api/auth/me", token=token)
+    assert status == 200 and me["username"] == "admin"
+    status, _ = await controller.call("GET", "/api/auth/me", token=key["key"])
+    assert status == 200
+    _, one = await controller.admin("GET", f"/api/deployments/{created['id']}")
+    assert one["name"] == "m"
+    _, users = await controller.admin("GET", "/api/users")
+    assert user["id"] in [u["id"] for u in users["items"]]
+    # last_used buffered before the restart was flushed at shutdown.
+    _, keys = await controller.admin("GET", "/api/api-keys")
+    assert keys["items"][0]["last_used"] is not None
+
+
+async def test_generated_admin_password_written_once(tmp_path: Path) -> None:
+    ctl = Controller(data_dir=tmp_path / "data", overrides={"admin_password": ""})
+    settings = ctl.settings()
+    assert not settings.admin_password.get_secret_value()
+    # Start without the fixture's fixed password: the password comes from the file.
+    app = create_app(settings)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        path = settings.data_dir / ADMIN_PASSWORD_FILE
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        password = path.read_text().strip()
+        assert len(password) >= 16
+    finally:
+        await runner.cleanup()
+    runner = web.AppRunner(create_app(settings))
+    await runner.setup()
+    try:
+        assert path.read_text().strip() == password
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        async with aiohttp.ClientSession() as http:
+            login = {"username": "admin", "password": password}
+            async with http.post(url + "/api/auth/login", json=login) as resp:
+                assert resp.status == 200
+    finally:
+        await runner.cleanup()
+
+
+def test_settings_from_env_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LMSTACK_PORT", "9999")
+    monkeypatch.setenv("LMSTACK_DATABASE_URL", "postgresql+asyncpg://lm:secret@db/lm")
+    monkeypatch.setenv("LMSTACK_ADMIN_PASSWORD", "hunter2-hunter2")
+    settings = ControllerSettings()
+    assert settings.port == 9999
+    assert settings.effective_database_url().startswith("postgresql+asyncpg://")
+    masked = settings.masked()
+    assert "secret" not in str(masked) and "hunter2" not in str(masked)
+    assert masked["admin_password"] == "***"
+    assert ControllerSettings(**parse_args(["--port", "7000"])).port == 7000
+    monkeypatch.delenv("LMSTACK_DATABASE_URL")
+    default = ControllerSettings(data_dir=Path("/x"))
+    assert default.effective_database_url() == "sqlite+aiosqlite:////x/lmstack.db"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_process_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "LMSTACK_BCRYPT_ROUNDS": "4", "LMSTACK_GRPC_PORT": "0"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "controller.main", "--port", str(port),
+        "--data-dir", str(tmp_path / "data"), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(100):
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/health") as resp:
+                        assert await resp.json() == {"status": "healthy"}
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("controller did not start")
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.stdout is not None
+    output = (await proc.stdout.read()).decode()
+    assert "initial_admin_password" in output
+    assert "Traceback" not in output
