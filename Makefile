@@ -19,8 +19,16 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/lmstack-controller --data-dir $(DATA_DIR)
 
-test: $(STAMP)
+# The suite needs a Docker engine (installed and started when none answers)
+# and the stand-in engine image (built locally: no registry is reachable).
+test: $(STAMP) engine-image
 	$(PY) -m pytest
+
+docker:
+	bash scripts/ensure-docker.sh
+
+engine-image: docker
+	bash tests/engine/build_image.sh
 
 check: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -220,7 +220,9 @@ class SimulatedGpuReader:
 
     def __init__(self, count: int, memory_gib: float, *, seed: str = "") -> None:
         if count < 1 or not math.isfinite(memory_gib) or memory_gib <= 0:
-            raise ConfigError(f"simulated GPUs need count >= 1 and GiB > 0, got {count}x{memory_gib}")
+            raise ConfigError(
+                f"simulated GPUs need count >= 1 and GiB > 0, got {count}x{memory_gib}"
+            )
         self._memory_total = int(memory_gib * _GIB)
         # The seed (the agent's name) keeps uuids distinct across simulated agents.
         self._devices = [
@@ -244,9 +246,7 @@ class SimulatedGpuReader:
         """Build from ``COUNTxGIB``, e.g. ``4x80``; ``ConfigError`` on anything else."""
         match = _SIMULATED_SPEC.match(spec)
         if match is None:
-            raise ConfigError(
-                f"invalid simulated GPU spec {spec!r}: expected COUNTxGIB, e.g. 4x80"
-            )
+            raise ConfigError(f"invalid simulated GPU spec {spec!r}: expected COUNTxGIB, e.g. 4x80")
         return cls(int(match.group(1)), float(match.group(2)), seed=seed)
 
     def devices(self) -> list[GpuDevice]:

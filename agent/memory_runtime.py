@@ -18,7 +18,8 @@ Behaviour mirrors ``DockerRuntime`` as ``agent.types.Runtime`` documents it:
 Test hooks: ``exit_container`` makes a container exit with a code (as an
 engine crash would), ``gate`` holds a deployment's next deploy between
 ``pending`` and ``starting`` until the test releases it, ``fail_next_deploy``
-makes one deploy report ``error``, and ``events`` records every call.
+makes one deploy report ``error``, ``events`` records every call and
+``specs`` the latest spec per deployment.
 """
 
 from __future__ import annotations
@@ -88,6 +89,8 @@ class MemoryRuntime:
         self._gates: dict[str, asyncio.Event] = {}
         self._failures: dict[str, str] = {}
         self.events: list[tuple[str, str]] = []
+        # The spec of each deployment's latest deploy call, for assertions.
+        self.specs: dict[str, DeploySpec] = {}
 
     async def info(self) -> RuntimeInfo:
         return self._info
@@ -97,6 +100,7 @@ class MemoryRuntime:
 
     async def deploy(self, spec: DeploySpec, report: Reporter) -> None:
         self.events.append(("deploy", spec.deployment_id))
+        self.specs[spec.deployment_id] = spec
         digest = spec_hash(spec)
         current = self._containers.get(spec.deployment_id)
         if current is not None and current.state == RUNNING and current.spec_hash == digest:

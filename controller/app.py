@@ -3,7 +3,9 @@
 Start-up order (cleanup contexts, torn down in reverse):
 1. store: data directory, database schema, first admin user;
 2. auth: the authenticator and its ``last_used`` flusher (flushed once more on stop);
-3. fleet: live agent sessions.
+3. fleet: every worker marked offline, the gRPC server for agents, the liveness
+   and heartbeat-flush loop. On stop the gRPC server is stopped first (streams
+   end, workers go offline), then the loop, then a last flush.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from aiohttp import web
 from controller import appkeys
 from controller.api import ENDPOINTS
 from controller.auth import IDENTITY, Authenticator, bearer_token, require_admin
-from controller.bootstrap import ensure_admin, prepare_data_dir
-from controller.fleet import Fleet
+from controller.bootstrap import agent_token, ensure_admin, prepare_data_dir
+from controller.fleet import Fleet, FleetServer
 from controller.http import Endpoint, Handler, error_middleware
 from controller.openapi import build_openapi
 from controller.store import Database
@@ -73,12 +75,34 @@ async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:
     await auth.flush_last_used()
 
 
-def create_app(settings: ControllerSettings, fleet: Fleet | None = None) -> web.Application:
+async def _fleet_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[appkeys.SETTINGS]
+    db = app[appkeys.DATABASE]
+    fleet = Fleet(
+        db,
+        heartbeat_interval=settings.heartbeat_interval,
+        request_timeout=settings.agent_request_timeout,
+    )
+    await fleet.mark_all_offline()
+    server = FleetServer(settings, fleet, db, agent_token(settings))
+    app[appkeys.GRPC_PORT] = await server.start()
+    app[appkeys.FLEET] = fleet
+    loop = asyncio.create_task(fleet.run())
+    try:
+        yield
+    finally:
+        await fleet.close_all()
+        await server.stop()
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+
+
+def create_app(settings: ControllerSettings) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
     app[appkeys.SETTINGS] = settings
-    app[appkeys.FLEET] = fleet or Fleet()
     app[appkeys.OPENAPI] = json.dumps(build_openapi(ENDPOINTS)).encode()
     for endpoint in ENDPOINTS:
         app.router.add_route(endpoint.method, endpoint.path, guarded(endpoint))
-    app.cleanup_ctx.extend([_store_ctx, _auth_ctx])
+    app.cleanup_ctx.extend([_store_ctx, _auth_ctx, _fleet_ctx])
     return app

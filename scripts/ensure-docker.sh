@@ -42,38 +42,54 @@ if docker info >/dev/null 2>&1; then
     exit 0
 fi
 
+apt_install() {
+    # Quiet on success; the whole apt output when it fails.
+    local out
+    out="$(mktemp)"
+    if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "$@"; } \
+        >"$out" 2>&1; then
+        say "apt-get install $* failed:"
+        tail -n 30 "$out" >&2
+        rm -f "$out"
+        exit 1
+    fi
+    rm -f "$out"
+}
+
+export DEBIAN_FRONTEND=noninteractive
 if ! command -v dockerd >/dev/null; then
     say "dockerd not found; installing Debian's docker.io"
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq --no-install-recommends docker.io >/dev/null
+    apt_install docker.io
     command -v dockerd >/dev/null || { say "docker.io installed but dockerd not on PATH"; exit 1; }
 fi
-command -v curl >/dev/null || {
-    $SUDO apt-get install -y -qq --no-install-recommends curl >/dev/null
-}
+command -v curl >/dev/null || apt_install curl
 
 pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
 
+# The dockerd being waited for (empty until its pidfile is written).
+WATCH_PID=""
+
 start_dockerd() {
-    # shellcheck disable=SC2086  # LMSTACK_DOCKERD_FLAGS is a list of flags on purpose.
-    say "starting dockerd $* ${LMSTACK_DOCKERD_FLAGS:-} (log: $LOG)"
+    # A stale pidfile would make wait_for_engine think the new daemon died at once.
+    $SUDO rm -f "$PIDFILE"
+    WATCH_PID=""
+    say "starting dockerd${*:+ $*}${LMSTACK_DOCKERD_FLAGS:+ $LMSTACK_DOCKERD_FLAGS} (log: $LOG)"
     # setsid: the daemon must outlive the caller's session (pytest, make, CI step); all three
     # standard streams are redirected so a caller that captures output is not held open.
+    # shellcheck disable=SC2086  # LMSTACK_DOCKERD_FLAGS is a list of flags on purpose.
     $SUDO setsid nohup dockerd --pidfile "$PIDFILE" "$@" ${LMSTACK_DOCKERD_FLAGS:-} \
         </dev/null >>"$LOG" 2>&1 &
 }
 
 # Returns 0 when the engine answers, 1 when dockerd died, 2 on timeout.
 wait_for_engine() {
-    local deadline=$((SECONDS + WAIT)) pid=""
+    local deadline=$((SECONDS + WAIT))
     while [ "$SECONDS" -lt "$deadline" ]; do
         if engine_answers; then
             return 0
         fi
-        pid="$(cat "$PIDFILE" 2>/dev/null || true)"
-        # The pidfile appears a moment after launch; only a written pid can be checked.
-        if [ -n "$pid" ] && ! pid_alive "$pid"; then
+        [ -n "$WATCH_PID" ] || WATCH_PID="$(cat "$PIDFILE" 2>/dev/null || true)"
+        if [ -n "$WATCH_PID" ] && ! pid_alive "$WATCH_PID"; then
             return 1
         fi
         sleep 0.5
@@ -81,23 +97,22 @@ wait_for_engine() {
     return 2
 }
 
-running_pid="$(cat "$PIDFILE" 2>/dev/null || true)"
-if pid_alive "$running_pid"; then
-    # An earlier run started it and it is still coming up: wait rather than start another.
-    say "dockerd (pid $running_pid) is running but not answering yet; waiting"
+: >>"$LOG"
+log_start=$(wc -l <"$LOG")
+running_pid="$(pidof dockerd 2>/dev/null || true)"
+if [ -n "$running_pid" ]; then
+    # Never a second daemon: one is coming up already (an earlier run of this script, or
+    # the package's init script right after install). Wait for it instead.
+    WATCH_PID="${running_pid%% *}"
+    say "dockerd (pid $WATCH_PID) is running but not answering yet; waiting"
 else
-    # A stale pidfile would make wait_for_engine think the new daemon died at once.
-    $SUDO rm -f "$PIDFILE"
-    : >>"$LOG"
-    log_start=$(wc -l <"$LOG")
     start_dockerd
 fi
 
 rc=0
 wait_for_engine || rc=$?
-if [ "$rc" = 1 ] && tail -n +"$((${log_start:-0} + 1))" "$LOG" | grep -qi 'iptables'; then
+if [ "$rc" = 1 ] && tail -n +"$((log_start + 1))" "$LOG" | grep -qi 'iptables'; then
     say "dockerd failed to set up iptables; retrying with --iptables=false (userland proxy)"
-    log_start=$(wc -l <"$LOG")
     start_dockerd --iptables=false
     rc=0
     wait_for_engine || rc=$?

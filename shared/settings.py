@@ -56,6 +56,9 @@ class ControllerSettings(_Base):
     agent_request_timeout: float = Field(default=10.0, gt=0)
     # How often buffered API key ``last_used`` times are written.
     last_used_flush_seconds: float = Field(default=30.0, gt=0)
+    # Host ports handed to engine containers, per worker.
+    engine_port_min: int = Field(default=40000, ge=1024, le=65535)
+    engine_port_max: int = Field(default=40999, ge=1024, le=65535)
     grpc_tls_cert: Path | None = None
     grpc_tls_key: Path | None = None
     # CA that signs agent client certificates; when set, agents must present one.

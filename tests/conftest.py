@@ -17,11 +17,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from controller import appkeys
 from controller.app import create_app
-from controller.fleet import Fleet
 from shared.settings import ControllerSettings
 
 ADMIN_PASSWORD = "admin-password-1"
+AGENT_TOKEN = "test-join-token"
 
 
 @pytest.fixture(autouse=True)
@@ -36,11 +37,14 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 class Controller:
     data_dir: Path
     overrides: dict[str, Any] = field(default_factory=dict)
-    fleet: Fleet | None = None
     runner: web.AppRunner | None = None
     url: str = ""
     http: aiohttp.ClientSession | None = None
     admin_token: str = ""
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.app[appkeys.GRPC_PORT]}"
 
     @property
     def app(self) -> web.Application:
@@ -53,12 +57,14 @@ class Controller:
             "bcrypt_rounds": 4,
             "admin_password": ADMIN_PASSWORD,
             "grpc_port": 0,
+            "grpc_host": "127.0.0.1",
+            "agent_token": AGENT_TOKEN,
             **self.overrides,
         }
         return ControllerSettings(**values)
 
     async def start(self) -> None:
-        app = create_app(self.settings(), self.fleet)
+        app = create_app(self.settings())
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)

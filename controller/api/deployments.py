@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller import appkeys
 from controller.http import Endpoint, json_response, parse_body, parse_query, path_id
+from controller.placement import choose_gpus, choose_port
 from controller.schemas import (
     DeploymentCreate,
     DeploymentCreated,
@@ -68,23 +69,28 @@ async def get_one(request: web.Request) -> web.Response:
 
 async def create(request: web.Request) -> web.Response:
     body = await parse_body(request, DeploymentCreate)
+    settings = request.app[appkeys.SETTINGS]
     fleet = request.app[appkeys.FLEET]
-    async with request.app[appkeys.DATABASE].session() as session:
+    async with fleet.placement_lock, request.app[appkeys.DATABASE].session() as session:
         if await session.scalar(select(Deployment.id).where(Deployment.name == body.name)):
             raise Conflict(f"A deployment named '{body.name}' already exists")
-        if body.worker_id is not None:
-            worker = await session.get(Worker, body.worker_id)
-            if worker is None:
-                raise NotFound(f"Worker '{body.worker_id}' not found")
-            if worker.status != "online":
-                raise ServiceUnavailable(f"Worker '{worker.name}' is offline")
         row = Deployment(
             name=body.name,
             backend=body.backend,
             model=body.model,
-            worker_id=body.worker_id,
             config=body.config.model_dump(exclude_none=True),
         )
+        if body.worker_id is not None:
+            worker = await session.get(Worker, body.worker_id)
+            if worker is None:
+                raise NotFound(f"Worker '{body.worker_id}' not found")
+            if worker.status != "online" or not fleet.is_connected(worker.id):
+                raise ServiceUnavailable(f"Worker '{worker.name}' is offline")
+            row.worker_id = worker.id
+            row.gpu_indices = choose_gpus(worker, body.config)
+            row.port = await choose_port(
+                session, worker, settings.engine_port_min, settings.engine_port_max
+            )
         session.add(row)
         try:
             await session.commit()

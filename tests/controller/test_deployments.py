@@ -25,6 +25,15 @@ async def add_worker(ctl: Controller, name: str = "gpu-1", status: str = "online
         return worker.id
 
 
+async def add_deployment(ctl: Controller, name: str, worker_id: str | None) -> str:
+    """A deployment row placed on ``worker_id`` as if its agent had gone away."""
+    async with ctl.app[appkeys.DATABASE].session() as session:
+        row = Deployment(name=name, backend="vllm", model="m", worker_id=worker_id, port=40000)
+        session.add(row)
+        await session.commit()
+        return row.id
+
+
 async def create(ctl: Controller, **body: Any) -> dict[str, Any]:
     payload = {"name": "llama2-7b", "model": "meta-llama/Llama-2-7b-chat-hf", **body}
     status, created = await ctl.admin("POST", "/api/deployments", json=payload)
@@ -218,12 +227,18 @@ async def test_logs_without_agent_is_503(controller: Controller) -> None:
     status, body = await controller.admin("GET", f"/api/deployments/{unplaced['id']}/logs")
     assert status == 503 and "not placed" in body["detail"]
     worker_id = await add_worker(controller)
-    placed = await create(controller, name="placed", worker_id=worker_id)
+    # A worker row without a connected agent cannot take new deployments...
     status, body = await controller.admin(
-        "GET", f"/api/deployments/{placed['id']}/logs", params={"lines": "10"}
+        "POST", "/api/deployments", json={"name": "p", "model": "m", "worker_id": worker_id}
+    )
+    assert status == 503 and "offline" in body["detail"]
+    # ...and cannot serve the logs of the ones it has.
+    placed = await add_deployment(controller, "placed", worker_id)
+    status, body = await controller.admin(
+        "GET", f"/api/deployments/{placed}/logs", params={"lines": "10"}
     )
     assert status == 503 and "agent" in body["detail"]
     status, body = await controller.admin(
-        "GET", f"/api/deployments/{placed['id']}/logs", params={"lines": "0"}
+        "GET", f"/api/deployments/{placed}/logs", params={"lines": "0"}
     )
     assert status == 422

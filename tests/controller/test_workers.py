@@ -6,7 +6,7 @@ from controller import appkeys
 from controller.store import Worker
 from controller.store.timeutil import utcnow
 from tests.conftest import Controller
-from tests.controller.test_deployments import MISSING, create
+from tests.controller.test_deployments import MISSING, add_deployment
 
 GPU_INFO = {
     "count": 2,
@@ -36,7 +36,7 @@ async def add_gpu_worker(ctl: Controller) -> str:
 
 async def test_list_and_get(controller: Controller) -> None:
     worker_id = await add_gpu_worker(controller)
-    deployment = await create(controller, worker_id=worker_id)
+    deployment_id = await add_deployment(controller, "llama", worker_id)
 
     status, listing = await controller.admin("GET", "/api/workers")
     assert status == 200
@@ -51,7 +51,7 @@ async def test_list_and_get(controller: Controller) -> None:
     status, one = await controller.admin("GET", f"/api/workers/{worker_id}")
     assert status == 200
     assert one["system_info"] == {"cpu_count": 32, "memory_total": 128_000_000_000}
-    assert [d["id"] for d in one["deployments"]] == [deployment["id"]]
+    assert [d["id"] for d in one["deployments"]] == [deployment_id]
 
 
 async def test_unknown_worker_is_404(controller: Controller) -> None:

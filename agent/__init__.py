@@ -1,0 +1,15 @@
+"""The LMStack agent: runs engine containers on a GPU host for the controller.
+
+Public surface, by module:
+
+* ``agent.session``: ``AgentSession`` (the controller stream), ``SessionRejected``,
+  ``AuthenticationFailed``, ``ProtocolVersionRejected``, ``Backoff``.
+* ``agent.gpu``: ``GpuReader`` protocol, ``NvmlGpuReader``, ``SimulatedGpuReader``,
+  ``GpuDevice``, ``GpuStats``.
+* ``agent.memory_runtime``: ``MemoryRuntime`` (tests, fleet benchmark).
+* ``agent.runtime``: ``DockerRuntime``; ``agent.types``: the ``Runtime`` protocol.
+* ``agent.main``: ``main()``, the ``lmstack-agent`` entry point.
+
+Nothing is imported here, so ``import agent.types`` stays cheap and no import
+cycle can form between the agent's modules.
+"""

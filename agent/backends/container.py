@@ -1,0 +1,98 @@
+"""What container a ``DeploySpec`` becomes: pure data, no Docker calls.
+
+``plan_container`` combines the backend's image/command/port with everything LMStack adds:
+the ``lmstack-<name>`` container name, the labels that mark it as ours (with a stable
+hash of the spec, so an identical re-deploy is recognised), the environment (backend
+defaults, then the agent's ``HF_TOKEN``, then the deployment's ``config["env"]`` and the
+spec's ``env``; later wins), the GPU indices to request (none when simulating GPUs: then
+they go to ``CUDA_VISIBLE_DEVICES`` only) and the Hugging Face cache mount.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.backends import HF_CACHE_TARGET, get_backend
+from agent.types import (
+    LABEL_BACKEND,
+    LABEL_DEPLOYMENT_ID,
+    LABEL_DEPLOYMENT_NAME,
+    LABEL_HOST_PORT,
+    LABEL_MANAGED,
+    LABEL_SPEC_HASH,
+    DeploySpec,
+)
+
+CONTAINER_PREFIX = "lmstack-"
+
+
+@dataclass(frozen=True)
+class ContainerPlan:
+    name: str
+    image: str
+    command: list[str]
+    entrypoint: list[str] | None
+    env: dict[str, str]
+    labels: dict[str, str]
+    engine_port: int
+    host_port: int
+    health_path: str
+    # GPU indices to request from the NVIDIA runtime; empty: no device request.
+    gpu_indices: tuple[int, ...]
+    hf_cache_dir: Path
+    hf_cache_target: str
+
+
+def container_name(deployment_name: str) -> str:
+    return f"{CONTAINER_PREFIX}{deployment_name}"
+
+
+def spec_hash(spec: DeploySpec) -> str:
+    """A stable digest of everything in the spec (key order does not matter)."""
+    canonical = json.dumps(dataclasses.asdict(spec), sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def plan_container(
+    spec: DeploySpec, *, hf_cache_dir: Path, hf_token: str | None, simulate_gpus: bool
+) -> ContainerPlan:
+    """Raises ``ConfigError`` for an unknown backend."""
+    backend = get_backend(spec.backend)
+    env = dict(backend.env(spec))
+    if hf_token:
+        env["HF_TOKEN"] = hf_token
+    config_env = spec.config.get("env") or {}
+    env.update({str(k): str(v) for k, v in dict(config_env).items()})
+    env.update(spec.env)
+    gpu_indices = tuple(spec.gpu_indices)
+    if simulate_gpus:
+        # No GPUs to request, but the engine still sees which ones it was given.
+        if gpu_indices:
+            env.setdefault("CUDA_VISIBLE_DEVICES", ",".join(str(i) for i in gpu_indices))
+        gpu_indices = ()
+    labels = {
+        LABEL_MANAGED: "true",
+        LABEL_DEPLOYMENT_ID: spec.deployment_id,
+        LABEL_DEPLOYMENT_NAME: spec.name,
+        LABEL_SPEC_HASH: spec_hash(spec),
+        LABEL_HOST_PORT: str(spec.host_port),
+        LABEL_BACKEND: backend.name,
+    }
+    return ContainerPlan(
+        name=container_name(spec.name),
+        image=backend.image(spec),
+        command=backend.command(spec),
+        entrypoint=backend.entrypoint(spec),
+        env=env,
+        labels=labels,
+        engine_port=backend.engine_port,
+        host_port=spec.host_port,
+        health_path=backend.health_path,
+        gpu_indices=gpu_indices,
+        hf_cache_dir=hf_cache_dir,
+        hf_cache_target=HF_CACHE_TARGET,
+    )

@@ -1,0 +1,305 @@
+"""The fleet hub: live agent sessions and every request the REST API makes of them.
+
+Guarantees:
+* At most one live session per worker. A new Hello from a worker that is still
+  connected replaces the old session, which is closed.
+* Each session's outbound queue is the only writer of its stream, so commands
+  reach the agent in the order they were sent.
+* Requests to an agent (logs, container listings) carry a fresh request id;
+  each waits at most ``request_timeout`` (→ ``GatewayTimeout``) and fails with
+  ``ServiceUnavailable`` as soon as the session ends.
+* A worker's stored ``status`` is ``online`` exactly while it has a session
+  (every worker is marked offline when the controller starts).
+* Heartbeat state (last heartbeat, GPU statistics) is kept in memory and
+  written to the store in one batch every heartbeat interval, so 1,000 agents
+  do not mean 200 transactions a second.
+* A session whose heartbeats stop for ``MISSED_HEARTBEATS`` intervals is closed
+  and its worker goes offline; its containers are not touched.
+
+Concurrency: everything runs on the controller's event loop. ``run()`` is the
+one background loop (liveness and flushing); it is owned by the app's cleanup
+context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+
+from controller.store import Database, Deployment, Worker
+from controller.store.timeutil import utcnow
+from shared.errors import GatewayTimeout, ServiceUnavailable
+from shared.proto.lmstack.v1 import agent_pb2
+
+log = logging.getLogger("lmstack.fleet")
+
+MISSED_HEARTBEATS = 3
+
+
+@dataclass
+class AgentSession:
+    """One connected agent. Created by the servicer, registered with ``Fleet.attach``."""
+
+    worker_id: str
+    name: str
+    gpu_devices: list[dict[str, Any]] = field(default_factory=list)
+    gpus_simulated: bool = False
+    last_seen: float = 0.0
+    last_heartbeat: datetime | None = None
+    gpu_stats: dict[int, dict[str, Any]] = field(default_factory=dict)
+    dirty: bool = False
+    outbound: asyncio.Queue[agent_pb2.ControllerMessage | None] = field(
+        default_factory=asyncio.Queue
+    )
+    closed: bool = False
+    _pending: dict[str, asyncio.Future[agent_pb2.AgentMessage]] = field(default_factory=dict)
+
+    def send(self, message: agent_pb2.ControllerMessage) -> None:
+        if self.closed:
+            raise ServiceUnavailable(f"Worker '{self.name}' is not connected")
+        self.outbound.put_nowait(message)
+
+    def close(self, reason: str) -> None:
+        """End the session: the servicer's writer stops, pending requests fail."""
+        if self.closed:
+            return
+        self.closed = True
+        self.outbound.put_nowait(None)
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(
+                    ServiceUnavailable(f"Worker '{self.name}' disconnected ({reason})")
+                )
+        self._pending.clear()
+        log.info("session of worker %s (%s) closed: %s", self.name, self.worker_id, reason)
+
+    async def request(
+        self, build: Callable[[str], agent_pb2.ControllerMessage], wait_seconds: float
+    ) -> agent_pb2.AgentMessage:
+        request_id = uuid.uuid4().hex
+        future: asyncio.Future[agent_pb2.AgentMessage] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            self.send(build(request_id))
+            return await asyncio.wait_for(future, wait_seconds)
+        except TimeoutError:
+            raise GatewayTimeout(
+                f"Worker '{self.name}' did not answer within {wait_seconds:g} s"
+            ) from None
+        finally:
+            self._pending.pop(request_id, None)
+
+    def resolve(self, request_id: str, reply: agent_pb2.AgentMessage) -> None:
+        future = self._pending.get(request_id)
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+    def gpu_info(self) -> dict[str, Any]:
+        devices = [{**dev, **self.gpu_stats.get(dev["index"], {})} for dev in self.gpu_devices]
+        return {"count": len(devices), "simulated": self.gpus_simulated, "devices": devices}
+
+
+def deploy_message(row: Deployment) -> agent_pb2.ControllerMessage:
+    config = dict(row.config or {})
+    env = {str(k): str(v) for k, v in (config.get("env") or {}).items()}
+    return agent_pb2.ControllerMessage(
+        deploy=agent_pb2.Deploy(
+            deployment_id=row.id,
+            name=row.name,
+            backend=row.backend,
+            image=str(config.get("image") or ""),
+            model=row.model,
+            config_json=json.dumps(config, sort_keys=True),
+            host_port=row.port or 0,
+            gpu_indices=[int(i) for i in row.gpu_indices or []],
+            env=env,
+        )
+    )
+
+
+def stop_message(deployment_id: str) -> agent_pb2.ControllerMessage:
+    return agent_pb2.ControllerMessage(
+        stop=agent_pb2.Stop(deployment_id=deployment_id, remove=True)
+    )
+
+
+class Fleet:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        heartbeat_interval: float,
+        request_timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._db = db
+        self.heartbeat_interval = heartbeat_interval
+        self._request_timeout = request_timeout
+        self._clock = clock
+        self._sessions: dict[str, AgentSession] = {}
+        # Serialises placement (GPU and port choices) so two creates cannot
+        # take the same resources.
+        self.placement_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------ sessions
+
+    def is_connected(self, worker_id: str) -> bool:
+        return worker_id in self._sessions
+
+    def session(self, worker_id: str) -> AgentSession:
+        found = self._sessions.get(worker_id)
+        if found is None:
+            raise ServiceUnavailable(f"Worker '{worker_id}' has no connected agent")
+        return found
+
+    @property
+    def connected(self) -> int:
+        return len(self._sessions)
+
+    async def attach(self, session: AgentSession) -> None:
+        old = self._sessions.get(session.worker_id)
+        if old is not None:
+            old.close("replaced by a new connection")
+        session.last_seen = self._clock()
+        self._sessions[session.worker_id] = session
+
+    async def detach(self, session: AgentSession) -> None:
+        session.close("stream ended")
+        if self._sessions.get(session.worker_id) is not session:
+            return  # replaced by a newer session; the worker stays online
+        del self._sessions[session.worker_id]
+        async with self._db.session() as db:
+            await db.execute(
+                update(Worker)
+                .where(Worker.id == session.worker_id)
+                .values(status="offline", **self._heartbeat_values(session))
+            )
+            await db.commit()
+        log.info("worker %s (%s) is offline", session.name, session.worker_id)
+
+    def record_heartbeat(self, session: AgentSession, beat: agent_pb2.Heartbeat) -> None:
+        session.last_seen = self._clock()
+        session.last_heartbeat = utcnow()
+        session.gpu_stats = {
+            gpu.index: {
+                "memory_used": gpu.memory_used_bytes // (1024 * 1024),
+                "utilization": gpu.utilization,
+                "temperature": gpu.temperature,
+                "power": round(gpu.power, 1),
+            }
+            for gpu in beat.gpus
+        }
+        session.dirty = True
+
+    @staticmethod
+    def _heartbeat_values(session: AgentSession) -> dict[str, Any]:
+        values: dict[str, Any] = {"gpu_info": session.gpu_info()}
+        if session.last_heartbeat is not None:
+            values["last_heartbeat"] = session.last_heartbeat
+        return values
+
+    # ------------------------------------------------------------ background
+
+    async def mark_all_offline(self) -> None:
+        async with self._db.session() as db:
+            await db.execute(update(Worker).values(status="offline"))
+            await db.commit()
+
+    async def run(self) -> None:
+        """Close silent sessions and write heartbeat state, once per interval."""
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            self.expire_silent()
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("writing heartbeat state failed; will retry")
+
+    def expire_silent(self) -> None:
+        deadline = self._clock() - MISSED_HEARTBEATS * self.heartbeat_interval
+        for session in list(self._sessions.values()):
+            if session.last_seen < deadline:
+                session.close(f"no heartbeat for {MISSED_HEARTBEATS} intervals")
+
+    async def flush(self) -> None:
+        dirty = [s for s in self._sessions.values() if s.dirty]
+        if not dirty:
+            return
+        rows = [{"id": s.worker_id, **self._heartbeat_values(s)} for s in dirty]
+        for session in dirty:
+            session.dirty = False
+        async with self._db.session() as db:
+            await db.execute(update(Worker), rows)
+            await db.commit()
+
+    async def close_all(self) -> None:
+        for session in list(self._sessions.values()):
+            session.close("controller shutting down")
+        with contextlib.suppress(Exception):
+            await self.flush()
+
+    # ------------------------------------------------------------ REST requests
+
+    async def fetch_logs(self, worker_id: str, deployment_id: str, lines: int) -> str:
+        session = self.session(worker_id)
+        reply = await session.request(
+            lambda rid: agent_pb2.ControllerMessage(
+                fetch_logs=agent_pb2.FetchLogs(
+                    request_id=rid, deployment_id=deployment_id, lines=lines
+                )
+            ),
+            self._request_timeout,
+        )
+        result = reply.logs_result
+        if result.error:
+            raise ServiceUnavailable(f"Worker '{session.name}' could not read logs: {result.error}")
+        return result.logs
+
+    async def list_containers(self, worker_id: str) -> list[dict[str, Any]]:
+        session = self.session(worker_id)
+        reply = await session.request(
+            lambda rid: agent_pb2.ControllerMessage(
+                list_containers=agent_pb2.ListContainers(request_id=rid)
+            ),
+            self._request_timeout,
+        )
+        if reply.containers.error:
+            raise ServiceUnavailable(
+                f"Worker '{session.name}' could not list containers: {reply.containers.error}"
+            )
+        return [
+            {
+                "id": c.container_id,
+                "name": c.name,
+                "status": c.state,
+                "image": c.image,
+                "deployment_id": c.deployment_id,
+                "port": c.host_port or None,
+            }
+            for c in reply.containers.containers
+        ]
+
+    async def deploy(self, row: Deployment) -> None:
+        """Push a Deploy to the deployment's worker if its agent is connected."""
+        if row.worker_id is None:
+            return
+        session = self._sessions.get(row.worker_id)
+        if session is not None:
+            session.send(deploy_message(row))
+
+    async def stop(self, worker_id: str, deployment_id: str) -> None:
+        """Push a Stop (remove) if the agent is connected; otherwise the next
+        Hello's reconciliation removes the orphan."""
+        session = self._sessions.get(worker_id)
+        if session is not None:
+            session.send(stop_message(deployment_id))

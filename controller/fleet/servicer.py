@@ -1,0 +1,241 @@
+"""``AgentService.Connect``: the controller's end of each agent's stream.
+
+Per call: check the join token (``UNAUTHENTICATED``), read Hello (anything else
+first is ``INVALID_ARGUMENT``), check the protocol version
+(``FAILED_PRECONDITION``, naming both versions), register or re-identify the
+worker, answer Welcome, reconcile desired against reported containers, then
+read the agent's messages while writing its commands until either side ends.
+
+Reconciliation is level-triggered: every deployment assigned to the worker is
+sent as Deploy (the agent leaves a running container with the same spec alone,
+so running ones are adopted without a restart, missing ones are started), and
+every reported container whose deployment no longer exists is stopped and
+removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import grpc.aio
+from sqlalchemy import select
+
+from controller.fleet.hub import AgentSession, Fleet, deploy_message, stop_message
+from controller.security import digests_equal
+from controller.store import Database, Deployment, Worker
+from controller.store.timeutil import utcnow
+from shared import PROTOCOL_VERSION, __version__
+from shared.proto.lmstack.v1 import agent_pb2, agent_pb2_grpc
+
+log = logging.getLogger("lmstack.fleet")
+
+Context = grpc.aio.ServicerContext[agent_pb2.AgentMessage, agent_pb2.ControllerMessage]
+MIB = 1024 * 1024
+
+
+def _valid_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def gpu_devices(hello: agent_pb2.Hello) -> list[dict[str, Any]]:
+    return [
+        {
+            "index": gpu.index,
+            "uuid": gpu.uuid,
+            "name": gpu.name,
+            "memory": gpu.memory_total_bytes // MIB,
+            "driver_version": gpu.driver_version,
+            "cuda_version": gpu.cuda_version,
+        }
+        for gpu in hello.gpus
+    ]
+
+
+def system_info(hello: agent_pb2.Hello) -> dict[str, Any]:
+    info = hello.system_info
+    return {
+        "hostname": info.hostname,
+        "cpu_count": info.cpu_count,
+        "memory_total": info.memory_total_bytes,
+        "os": info.os,
+        "docker_version": info.docker_version,
+    }
+
+
+class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
+    def __init__(self, fleet: Fleet, db: Database, join_token: str) -> None:
+        self._fleet = fleet
+        self._db = db
+        self._token = join_token
+
+    async def Connect(
+        self, request_iterator: AsyncIterator[agent_pb2.AgentMessage], context: Context
+    ) -> AsyncIterator[agent_pb2.ControllerMessage]:
+        await self._authorize(context)
+        hello = await self._hello(request_iterator, context)
+        session = await self._register(hello, context)
+        await self._fleet.attach(session)
+        log.info(
+            "worker %s (%s) connected: agent %s, %d GPUs, %d containers",
+            session.name, session.worker_id, hello.agent_version, len(hello.gpus),
+            len(hello.containers),
+        )  # fmt: skip
+        reader: asyncio.Task[None] | None = None
+        try:
+            interval = self._fleet.heartbeat_interval
+            yield agent_pb2.ControllerMessage(
+                welcome=agent_pb2.Welcome(
+                    worker_id=session.worker_id,
+                    heartbeat_interval_seconds=max(1, round(interval)),
+                    heartbeat_interval_ms=max(1, round(interval * 1000)),
+                    protocol_version=PROTOCOL_VERSION,
+                )
+            )
+            await self._reconcile(session, hello.containers)
+            reader = asyncio.create_task(self._read(request_iterator, session))
+            while (command := await session.outbound.get()) is not None:
+                yield command
+        finally:
+            if reader is not None:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+            await self._fleet.detach(session)
+
+    async def _authorize(self, context: Context) -> None:
+        metadata = dict(context.invocation_metadata() or ())
+        header = str(metadata.get("authorization", ""))
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not digests_equal(token.strip(), self._token):
+            log.warning("agent from %s refused: invalid join token", context.peer())
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid join token")
+
+    async def _hello(
+        self, request_iterator: AsyncIterator[agent_pb2.AgentMessage], context: Context
+    ) -> agent_pb2.Hello:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("payload") != "hello":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be Hello")
+        assert first is not None
+        hello = first.hello
+        if hello.protocol_version != PROTOCOL_VERSION:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"controller {__version__} speaks agent protocol {PROTOCOL_VERSION}; "
+                f"agent {hello.agent_version or '?'} speaks {hello.protocol_version}",
+            )
+        if not hello.name:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Hello.name is empty")
+        return hello
+
+    async def _register(self, hello: agent_pb2.Hello, context: Context) -> AgentSession:
+        """The worker row for this agent: by its persisted id, else by name, else new."""
+        async with self._db.session() as db:
+            row = None
+            if hello.worker_id and _valid_uuid(hello.worker_id):
+                row = await db.get(Worker, hello.worker_id)
+            by_name = await db.scalar(select(Worker).where(Worker.name == hello.name))
+            if row is None and by_name is not None:
+                if self._fleet.is_connected(by_name.id):
+                    await context.abort(
+                        grpc.StatusCode.ALREADY_EXISTS,
+                        f"a worker named '{hello.name}' is connected already",
+                    )
+                row = by_name
+            if row is None:
+                known_id = hello.worker_id if _valid_uuid(hello.worker_id) else None
+                row = Worker(id=known_id or str(uuid.uuid4()), name=hello.name)
+                db.add(row)
+            elif row.name != hello.name:
+                if by_name is not None and by_name.id != row.id:
+                    await context.abort(
+                        grpc.StatusCode.ALREADY_EXISTS,
+                        f"another worker is named '{hello.name}'",
+                    )
+                row.name = hello.name
+            session = AgentSession(
+                worker_id=row.id,
+                name=hello.name,
+                gpu_devices=gpu_devices(hello),
+                gpus_simulated=hello.gpus_simulated,
+                last_heartbeat=utcnow(),
+            )
+            row.status = "online"
+            row.advertise_address = hello.advertise_address or context.peer()
+            row.agent_version = hello.agent_version
+            row.gpu_info = session.gpu_info()
+            row.system_info = system_info(hello)
+            row.runtime_error = hello.runtime_error
+            row.last_heartbeat = session.last_heartbeat
+            await db.commit()
+        return session
+
+    async def _reconcile(self, session: AgentSession, containers: Any) -> None:
+        async with self._db.session() as db:
+            desired = list(
+                await db.scalars(
+                    select(Deployment).where(Deployment.worker_id == session.worker_id)
+                )
+            )
+        wanted = {d.id for d in desired}
+        for deployment in desired:
+            session.send(deploy_message(deployment))
+        orphans = {c.deployment_id for c in containers if c.deployment_id not in wanted}
+        for deployment_id in orphans:
+            log.info("worker %s: removing orphan container of %s", session.name, deployment_id)
+            session.send(stop_message(deployment_id))
+
+    async def _read(
+        self, request_iterator: AsyncIterator[agent_pb2.AgentMessage], session: AgentSession
+    ) -> None:
+        try:
+            async for message in request_iterator:
+                await self._dispatch(session, message)
+        except grpc.aio.AioRpcError as exc:
+            log.info("worker %s stream broke: %s", session.name, exc.code())
+        except Exception:
+            log.exception("worker %s: error handling a message", session.name)
+        finally:
+            session.close("stream ended")
+
+    async def _dispatch(self, session: AgentSession, message: agent_pb2.AgentMessage) -> None:
+        kind = message.WhichOneof("payload")
+        if kind == "heartbeat":
+            self._fleet.record_heartbeat(session, message.heartbeat)
+        elif kind == "deployment_status":
+            await self._on_status(session, message.deployment_status)
+        elif kind == "logs_result":
+            session.resolve(message.logs_result.request_id, message)
+        elif kind == "containers":
+            session.resolve(message.containers.request_id, message)
+        else:
+            log.warning("worker %s sent an unexpected %s; ignored", session.name, kind)
+
+    async def _on_status(self, session: AgentSession, status: agent_pb2.DeploymentStatus) -> None:
+        async with self._db.session() as db:
+            row = await db.get(Deployment, status.deployment_id)
+            if row is None or row.worker_id != session.worker_id:
+                if status.status not in ("stopping", "stopped"):
+                    # Deleted while it was starting: make sure it goes away.
+                    session.send(stop_message(status.deployment_id))
+                return
+            row.status = status.status
+            row.status_message = status.message
+            if status.container_id:
+                row.container_id = status.container_id
+            if status.port:
+                row.port = status.port
+            await db.commit()
+        log.info(
+            "deployment %s on %s: %s %s", row.name, session.name, status.status, status.message
+        )

@@ -1,0 +1,113 @@
+"""``lmstack-agent`` as a real process against the controller double."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.agent.controller_stub import (
+    TOKEN,
+    WORKER_ID,
+    ControllerServer,
+    StubController,
+    wait_until,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+Launch = Callable[..., Coroutine[Any, Any, asyncio.subprocess.Process]]
+
+
+@pytest.fixture
+async def launch(tmp_path: Path) -> AsyncIterator[Launch]:
+    """Start ``python -m agent.main``; stderr goes to ``tmp_path/agent.log``."""
+    processes: list[asyncio.subprocess.Process] = []
+
+    async def start(*args: str, **env: str) -> asyncio.subprocess.Process:
+        environment = {
+            **os.environ,
+            # No Docker engine at this address: the agent must join anyway.
+            "LMSTACK_DOCKER_HOST": "unix:///nonexistent/docker.sock",
+            "LMSTACK_HF_CACHE_DIR": str(tmp_path / "hf"),
+            **env,
+        }
+        with (tmp_path / "agent.log").open("ab") as log:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "agent.main", *args,
+                cwd=REPO, env=environment, stdout=log, stderr=log,
+            )  # fmt: skip
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def _exit_code(process: asyncio.subprocess.Process, timeout: float = 10.0) -> int:
+    return await asyncio.wait_for(process.wait(), timeout)
+
+
+async def test_agent_joins_and_exits_cleanly_on_sigterm(
+    stub: StubController, stub_server: ControllerServer, launch: Launch, tmp_path: Path
+) -> None:
+    state_dir = tmp_path / "state"
+    process = await launch(
+        "--controller", stub_server.address, "--name", "sim-host",
+        "--state-dir", str(state_dir), "--heartbeat-interval", "0.05",
+        "--simulate-gpus", "2x16", "--log-level", "debug",
+        LMSTACK_TOKEN=TOKEN,
+    )  # fmt: skip
+    await wait_until(lambda: len(stub.heartbeats()) >= 2, timeout=15)
+
+    hello = stub.hellos[0]
+    assert hello.name == "sim-host"
+    assert hello.gpus_simulated
+    assert [g.memory_total_bytes for g in hello.gpus] == [16 * 1024**3] * 2
+    assert hello.runtime_error  # no Docker engine, still joined
+    assert (state_dir / "worker_id").read_text().strip() == WORKER_ID
+
+    process.send_signal(signal.SIGTERM)
+    assert await _exit_code(process, timeout=5) == 0
+    log = (tmp_path / "agent.log").read_text()
+    assert "'token': '***'" in log
+    assert TOKEN not in log
+    assert "engine containers keep running" in log
+
+
+async def test_agent_with_wrong_token_exits_without_retrying(
+    stub: StubController, stub_server: ControllerServer, launch: Launch, tmp_path: Path
+) -> None:
+    process = await launch(
+        "--controller", stub_server.address, "--token", "wrong-token",
+        "--state-dir", str(tmp_path / "state"), "--simulate-gpus", "1x8",
+    )  # fmt: skip
+
+    assert await _exit_code(process) == 3
+    assert stub.attempts == 1
+    assert "rejected the join token" in (tmp_path / "agent.log").read_text()
+
+
+async def test_agent_without_token_refuses_to_start(launch: Launch, tmp_path: Path) -> None:
+    process = await launch("--controller", "127.0.0.1:9", "--simulate-gpus", "1x8")
+
+    assert await _exit_code(process) == 2
+    assert "no join token" in (tmp_path / "agent.log").read_text()
+
+
+async def test_agent_with_bad_simulated_gpus_refuses_to_start(
+    launch: Launch, tmp_path: Path
+) -> None:
+    process = await launch("--token", TOKEN, "--simulate-gpus", "lots")
+
+    assert await _exit_code(process) == 2
+    assert "COUNTxGIB" in (tmp_path / "agent.log").read_text()

@@ -1,0 +1,104 @@
+"""MemoryRuntime keeps the Runtime contract the session relies on."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from agent.memory_runtime import MemoryRuntime, spec_hash
+from agent.types import DeploySpec, StatusUpdate
+from shared.errors import ContainerError
+
+_BASE = DeploySpec(
+    deployment_id="d1",
+    name="qwen",
+    backend="vllm",
+    image="vllm/vllm-openai:latest",
+    model="Qwen/Qwen2.5-0.5B-Instruct",
+    config={"max_model_len": 4096},
+    host_port=40001,
+)
+
+
+def _spec(deployment_id: str = "d1", **changes: Any) -> DeploySpec:
+    return replace(_BASE, deployment_id=deployment_id, **changes)
+
+
+class _Reports:
+    def __init__(self) -> None:
+        self.updates: list[StatusUpdate] = []
+
+    async def __call__(self, update: StatusUpdate) -> None:
+        self.updates.append(update)
+
+    @property
+    def names(self) -> list[str]:
+        return [u.status for u in self.updates]
+
+
+async def test_deploy_same_spec_twice_keeps_the_container() -> None:
+    runtime, reports = MemoryRuntime(), _Reports()
+    await runtime.deploy(_spec(), reports)
+    await runtime.deploy(_spec(), reports)
+
+    assert reports.names == ["pending", "starting", "running", "running"]
+    assert reports.updates[2].container_id == reports.updates[3].container_id
+    [container] = await runtime.list_containers()
+    assert (container.state, container.spec_hash) == ("running", spec_hash(_spec()))
+
+
+async def test_deploy_of_another_spec_replaces_the_container() -> None:
+    runtime, reports = MemoryRuntime(), _Reports()
+    await runtime.deploy(_spec(), reports)
+    await runtime.deploy(_spec(config={"max_model_len": 8192}), reports)
+
+    assert reports.names == ["pending", "starting", "running"] * 2
+    assert reports.updates[2].container_id != reports.updates[5].container_id
+    assert len(await runtime.list_containers()) == 1
+
+
+async def test_failed_deploy_reports_error_and_leaves_nothing() -> None:
+    runtime, reports = MemoryRuntime(), _Reports()
+    runtime.fail_next_deploy("d1", "image not found")
+    await runtime.deploy(_spec(), reports)
+
+    assert reports.names == ["pending", "error"]
+    assert reports.updates[-1].message == "image not found"
+    assert await runtime.list_containers() == []
+
+
+async def test_stop_keeps_or_removes_the_container() -> None:
+    runtime, reports = MemoryRuntime(), _Reports()
+    await runtime.deploy(_spec("d1"), reports)
+    await runtime.deploy(_spec("d2", name="other"), reports)
+    await runtime.stop("d1", False, reports)
+    await runtime.stop("d2", True, reports)
+    await runtime.stop("unknown", True, reports)
+
+    assert reports.names[-5:] == ["stopping", "stopped", "stopping", "stopped", "stopped"]
+    assert [(c.deployment_id, c.state) for c in await runtime.list_containers()] == [
+        ("d1", "exited")
+    ]
+
+
+async def test_exit_container_sets_exit_code_and_logs() -> None:
+    runtime, reports = MemoryRuntime(), _Reports()
+    await runtime.deploy(_spec(), reports)
+    runtime.exit_container("d1", 1, "Traceback (most recent call last):", "ValueError: boom")
+
+    [container] = await runtime.list_containers()
+    assert (container.state, container.exit_code) == ("exited", 1)
+    assert await runtime.logs("d1", 1) == "ValueError: boom"
+    assert (await runtime.logs("d1", 100)).count("\n") == 2
+
+
+async def test_logs_of_unknown_deployment_raise_container_error() -> None:
+    with pytest.raises(ContainerError, match="d9"):
+        await MemoryRuntime().logs("d9", 10)
+
+
+async def test_unavailable_runtime_says_why() -> None:
+    info = await MemoryRuntime(available=False, error="no socket").info()
+    assert (info.available, info.error) == (False, "no socket")

@@ -1,0 +1,447 @@
+"""AgentSession against a real gRPC controller double, with MemoryRuntime behind it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+import shared
+from agent.memory_runtime import MemoryRuntime
+from agent.session import AgentSession, AuthenticationFailed, Backoff, ProtocolVersionRejected
+from agent.types import RUNNING
+from shared.proto.lmstack.v1 import agent_pb2
+from shared.settings import AgentSettings
+from tests.agent.conftest import StartSession
+from tests.agent.controller_stub import (
+    TOKEN,
+    WORKER_ID,
+    ControllerServer,
+    FakeGpuReader,
+    StubController,
+    deploy_command,
+    stop_command,
+    wait_until,
+)
+
+
+class _Ceiling(random.Random):
+    """Jitter that always picks the upper bound, so delays are predictable."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+async def _running(stub: StubController, deployment_id: str) -> agent_pb2.DeploymentStatus:
+    await wait_until(lambda: RUNNING in stub.status_names(deployment_id))
+    return stub.statuses(deployment_id)[-1]
+
+
+# -- Hello / Welcome ----------------------------------------------------------------------
+
+
+async def test_hello_describes_the_host_and_welcome_persists_worker_id(
+    stub: StubController, start_session: StartSession, state_dir: Path
+) -> None:
+    session = start_session()
+    await wait_until(lambda: bool(stub.hellos))
+    hello = stub.hellos[0]
+
+    assert stub.authorizations == [f"Bearer {TOKEN}"]
+    assert hello.name == "gpu-host-1"
+    assert hello.agent_version == shared.__version__
+    assert hello.protocol_version == shared.PROTOCOL_VERSION
+    assert hello.worker_id == ""
+    # The route to a controller on loopback leaves from loopback.
+    assert hello.advertise_address == "127.0.0.1"
+    assert [(g.index, g.uuid, g.name) for g in hello.gpus] == [
+        (0, "GPU-0000", "NVIDIA H100 80GB HBM3"),
+        (1, "GPU-0001", "NVIDIA H100 80GB HBM3"),
+    ]
+    assert hello.gpus[0].memory_total_bytes == 80 * 1024**3
+    assert (hello.gpus[0].driver_version, hello.gpus[0].cuda_version) == ("550.54", "12.4")
+    assert hello.system_info.hostname == socket.gethostname()
+    assert hello.system_info.cpu_count == os.cpu_count()
+    assert hello.system_info.memory_total_bytes > 256 * 1024**2
+    assert hello.system_info.os
+    assert hello.system_info.docker_version == "memory"
+    assert hello.runtime_error == ""
+    assert not hello.gpus_simulated
+
+    await wait_until((state_dir / "worker_id").exists)
+    assert (state_dir / "worker_id").read_text() == f"{WORKER_ID}\n"
+    assert session.worker_id == WORKER_ID
+    assert [p.name for p in state_dir.iterdir()] == ["worker_id"]  # no temp file left
+
+
+async def test_restarted_agent_sends_its_persisted_worker_id(
+    stub: StubController,
+    settings: AgentSettings,
+    runtime: MemoryRuntime,
+    gpus: FakeGpuReader,
+    state_dir: Path,
+) -> None:
+    for attempt in range(2):
+        task = asyncio.create_task(AgentSession(settings, runtime, gpus).run())
+        await wait_until(lambda: len(stub.hellos) > attempt and stub.connected)  # noqa: B023
+        await wait_until((state_dir / "worker_id").exists)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert [hello.worker_id for hello in stub.hellos] == ["", WORKER_ID]
+
+
+async def test_agent_without_container_engine_still_joins(
+    stub: StubController, settings: AgentSettings, gpus: FakeGpuReader
+) -> None:
+    runtime = MemoryRuntime(available=False, error="cannot connect to /var/run/docker.sock")
+    task = asyncio.create_task(AgentSession(settings, runtime, gpus).run())
+    try:
+        await wait_until(lambda: len(stub.heartbeats()) >= 1)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert stub.hellos[0].runtime_error == "cannot connect to /var/run/docker.sock"
+
+
+# -- heartbeats ----------------------------------------------------------------------------
+
+
+async def test_heartbeats_carry_gpu_stats_at_the_interval(
+    stub: StubController, start_session: StartSession
+) -> None:
+    start_session()
+    await wait_until(lambda: bool(stub.heartbeats()))
+    started = time.monotonic()
+    await wait_until(lambda: len(stub.heartbeats()) >= 5)
+    elapsed = time.monotonic() - started
+
+    # Four more intervals of 0.05 s: not faster (a hot loop), not much slower.
+    assert 0.15 <= elapsed < 1.0
+    first = stub.heartbeats()[0]
+    assert [(g.index, g.utilization, g.temperature, g.power) for g in first.gpus] == [
+        (0, 42, 61, 312.5),
+        (1, 0, 35, 70.0),
+    ]
+    assert first.gpus[0].memory_used_bytes == 10 * 1024**3
+    assert first.gpus[0].memory_total_bytes == 80 * 1024**3
+
+
+async def test_heartbeats_carry_container_states(
+    stub: StubController, start_session: StartSession
+) -> None:
+    start_session()
+    await wait_until(lambda: stub.connected)
+    stub.push(deploy_command("d1"))
+    status = await _running(stub, "d1")
+    seen = len(stub.heartbeats())
+    await wait_until(lambda: len(stub.heartbeats()) > seen)
+    containers = stub.heartbeats()[-1].containers
+    assert [(c.deployment_id, c.container_id, c.state) for c in containers] == [
+        ("d1", status.container_id, "running")
+    ]
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+async def test_deploy_reports_each_transition(
+    stub: StubController, start_session: StartSession, runtime: MemoryRuntime
+) -> None:
+    start_session()
+    await wait_until(lambda: stub.connected)
+    stub.push(deploy_command("d1", host_port=40123))
+    status = await _running(stub, "d1")
+
+    assert stub.status_names("d1") == ["pending", "starting", "running"]
+    assert len(status.container_id) == 64
+    assert status.port == 40123
+    assert not status.has_exit_code
+    spec = runtime.specs["d1"]
+    assert spec.config == {"max_model_len": 4096}
+    assert spec.gpu_indices == (0,)
+    assert spec.env == {"VLLM_LOGGING_LEVEL": "INFO"}
+
+
+async def test_deploy_of_a_running_spec_changes_nothing(
+    stub: StubController, start_session: StartSession
+) -> None:
+    start_session()
+    await wait_until(lambda: stub.connected)
+    stub.push(deploy_command("d1"))
+    first = await _running(stub, "d1")
+    stub.push(deploy_command("d1"))
+    await wait_until(lambda: len(stub.statuses("d1")) == 4)
+
+    again = stub.statuses("d1")[-1]
+    assert (again.status, again.container_id) == ("running", first.container_id)
+
+
+async def test_deploy_with_invalid_config_reports_error(
+    stub: StubController, start_session: StartSession, runtime: MemoryRuntime
+) -> None:
+    start_session()
+    await wait_until(lambda: stub.connected)
+    stub.push(deploy_command("d1", config_json="[1, 2]"))
+    await wait_until(lambda: bool(stub.statuses("d1")))
+
+    status = stub.statuses("d1")[0]
+    assert status.status == "error"
+    assert "JSON object" in status.message
+    assert "d1" not in runtime.specs
+
+
+async def test_stop_reports_stopping_then_stopped(
+    stub: StubController, start_session: StartSession, runtime: MemoryRuntime
+) -> None:
+    start_session()
+    await wait_until(lambda: stub.connected)
+    stub.push(deploy_command("d1"))
+    running = await _running(stub, "d1")
+    stub.push(stop_command("d1", remove=True))
+    await wait_until(lambda: "stopped" in stub.status_names("d1"))
+
+    assert stub.status_names("d1")[-2:] == ["stopping", "stopped"]
+    assert stub.statuses("d1")[-1].container_id == running.container_id
+    assert await runtime.list_containers() == []
+
+
+async def test_fetch_logs_answers_with_the_request_id(
+    stub: StubController, start_session: StartSession
+) -> None:
+    start_session()
+    await wait_until(lambda: stub.connected)
+    stub.push(deploy_command("d1"))
+    await _running(stub, "d1")
+    stub.push(
+        agent_pb2.ControllerMessage(
+            fetch_logs=agent_pb2.FetchLogs(request_id="r-1", deployment_id="d1", lines=10)
+        )
+    )
+    stub.push(
+        agent_pb2.ControllerMessage(
+            fetch_logs=agent_pb2.FetchLogs(request_id="r-2", deployment_id="nope", lines=10)
+        )
+    )
+    await wait_until(lambda: None not in (stub.logs_result("r-1"), stub.logs_result("r-2")))
+
+    found, missing = stub.logs_result("r-1"), stub.logs_result("r-2")
+    assert found is not None and missing is not None
+    assert "serving Qwen/Qwen2.5-0.5B-Instruct" in found.logs
+    assert found.error == ""
+    assert "nope" in missing.error
+    assert missing.logs == ""
+
+
+async def test_list_containers_answers_with_the_request_id(
+    stub: StubController, start_session: StartSession
+) -> None:
+    start_session()
+    await wait_until(lambda: stub.connected)
+    stub.push(deploy_command("d1", host_port=40777))
+    running = await _running(stub, "d1")
+    stub.push(
+        agent_pb2.ControllerMessage(list_containers=agent_pb2.ListContainers(request_id="r-9"))
+    )
+    await wait_until(lambda: stub.containers_reply("r-9") is not None)
+
+    reply = stub.containers_reply("r-9")
+    assert reply is not None and reply.error == ""
+    assert [(c.deployment_id, c.container_id, c.state, c.host_port) for c in reply.containers] == [
+        ("d1", running.container_id, "running", 40777)
+    ]
+    assert reply.containers[0].name == "lmstack-model-d1"
+    assert len(reply.containers[0].spec_hash) == 16
+
+
+async def test_commands_of_one_deployment_run_in_order_others_concurrently(
+    stub: StubController, start_session: StartSession, runtime: MemoryRuntime
+) -> None:
+    start_session()
+    await wait_until(lambda: stub.connected)
+    release = runtime.gate("d1")
+    stub.push(deploy_command("d1"))
+    stub.push(stop_command("d1", remove=False))
+    stub.push(deploy_command("d2", host_port=40002))
+    stub.push(
+        agent_pb2.ControllerMessage(list_containers=agent_pb2.ListContainers(request_id="r-1"))
+    )
+
+    # d2 and the request are served while d1's deploy is held after "pending".
+    await _running(stub, "d2")
+    await wait_until(lambda: stub.containers_reply("r-1") is not None)
+    assert stub.status_names("d1") == ["pending"]
+    assert ("stop", "d1") not in runtime.events
+
+    release.set()
+    await wait_until(lambda: "stopped" in stub.status_names("d1"))
+    assert stub.status_names("d1") == ["pending", "starting", "running", "stopping", "stopped"]
+    assert runtime.events.index(("deployed", "d1")) < runtime.events.index(("stop", "d1"))
+
+
+# -- container exits -------------------------------------------------------------------------
+
+
+async def test_container_that_exits_is_reported_as_error_once(
+    stub: StubController, start_session: StartSession, runtime: MemoryRuntime
+) -> None:
+    start_session()
+    await wait_until(lambda: stub.connected)
+    stub.push(deploy_command("d1"))
+    running = await _running(stub, "d1")
+
+    # At once: an engine that dies before any heartbeat saw it run still counts.
+    runtime.exit_container("d1", 137, "torch.OutOfMemoryError: CUDA out of memory")
+    await wait_until(lambda: "error" in stub.status_names("d1"))
+    error = stub.statuses("d1")[-1]
+    assert error.has_exit_code
+    assert error.exit_code == 137
+    assert error.container_id == running.container_id
+    assert "code 137" in error.message
+    assert "CUDA out of memory" in error.message
+
+    seen = len(stub.heartbeats())
+    await wait_until(lambda: len(stub.heartbeats()) >= seen + 3)
+    assert stub.status_names("d1").count("error") == 1
+
+
+async def test_stopped_container_is_not_reported_as_crashed(
+    stub: StubController, start_session: StartSession
+) -> None:
+    start_session()
+    await wait_until(lambda: stub.connected)
+    stub.push(deploy_command("d1"))
+    await _running(stub, "d1")
+    await wait_until(lambda: any(hb.containers for hb in stub.heartbeats()))
+    stub.push(stop_command("d1", remove=False))
+    await wait_until(lambda: "stopped" in stub.status_names("d1"))
+
+    seen = len(stub.heartbeats())
+    await wait_until(lambda: len(stub.heartbeats()) >= seen + 3)
+    assert stub.heartbeats()[-1].containers[0].state == "exited"
+    assert "error" not in stub.status_names("d1")
+
+
+# -- reconnects and refusals ---------------------------------------------------------------
+
+
+async def test_reconnects_after_controller_restart_and_resends_containers(
+    stub: StubController,
+    stub_server: ControllerServer,
+    start_session: StartSession,
+    runtime: MemoryRuntime,
+) -> None:
+    start_session()
+    await wait_until(lambda: stub.connected)
+    stub.push(deploy_command("d1"))
+    running = await _running(stub, "d1")
+
+    await stub_server.stop()
+    await wait_until(lambda: not stub.connected)
+    await stub_server.start()
+    await wait_until(lambda: len(stub.hellos) == 2 and stub.connected)
+
+    hello = stub.hellos[1]
+    assert hello.worker_id == WORKER_ID
+    assert [(c.deployment_id, c.container_id, c.state) for c in hello.containers] == [
+        ("d1", running.container_id, "running")
+    ]
+    # Containers are untouched by the outage, and the new stream works.
+    assert ("stop", "d1") not in runtime.events
+    seen = len(stub.heartbeats())
+    await wait_until(lambda: len(stub.heartbeats()) > seen)
+
+
+async def test_unreachable_controller_is_retried_with_capped_backoff(
+    settings: AgentSettings, runtime: MemoryRuntime, gpus: FakeGpuReader
+) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    delays: list[float] = []
+    enough = asyncio.Event()
+
+    async def record(delay: float) -> None:
+        delays.append(delay)
+        if len(delays) == 6:
+            enough.set()
+            await asyncio.Event().wait()  # park here until cancelled
+
+    dead = settings.model_copy(
+        update={"controller": f"127.0.0.1:{port}", "reconnect_max_seconds": 3.0}
+    )
+    session = AgentSession(dead, runtime, gpus, sleep=record, rng=_Ceiling())
+    task = asyncio.create_task(session.run())
+    try:
+        await asyncio.wait_for(enough.wait(), 5)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert delays == [0.5, 1.0, 2.0, 3.0, 3.0, 3.0]
+
+
+def test_backoff_uses_full_jitter_and_resets() -> None:
+    backoff = Backoff(10.0, rng=random.Random(7))
+    delays = [backoff.next_delay() for _ in range(8)]
+    ceilings = [0.5, 1, 2, 4, 8, 10, 10, 10]
+    assert all(0 <= d <= c for d, c in zip(delays, ceilings, strict=True))
+    assert len(set(delays)) == 8  # jittered, not a fixed schedule
+
+    ceiling = Backoff(10.0, rng=_Ceiling())
+    assert [ceiling.next_delay() for _ in range(3)] == [0.5, 1.0, 2.0]
+    ceiling.reset()
+    assert ceiling.next_delay() == 0.5
+
+
+async def test_wrong_token_fails_at_once_without_retrying(
+    stub: StubController, settings: AgentSettings, runtime: MemoryRuntime, gpus: FakeGpuReader
+) -> None:
+    slept: list[float] = []
+
+    async def record(delay: float) -> None:
+        slept.append(delay)
+
+    wrong = settings.model_copy(update={"token": SecretStr("not-the-token")})
+    session = AgentSession(wrong, runtime, gpus, sleep=record)
+    started = time.monotonic()
+    with pytest.raises(AuthenticationFailed, match="rejected the join token"):
+        await asyncio.wait_for(session.run(), 5)
+
+    assert time.monotonic() - started < 2
+    assert stub.attempts == 1
+    assert slept == []
+    assert stub.hellos == []
+
+
+async def test_refused_protocol_version_fails_at_once(
+    stub: StubController, settings: AgentSettings, runtime: MemoryRuntime, gpus: FakeGpuReader
+) -> None:
+    stub.refuse_protocol = "agent protocol 1 unsupported; controller speaks 2"
+    session = AgentSession(settings, runtime, gpus)
+    with pytest.raises(ProtocolVersionRejected, match="controller speaks 2"):
+        await asyncio.wait_for(session.run(), 5)
+    assert stub.attempts == 1
+
+
+async def test_shutdown_closes_the_stream_and_leaves_containers_running(
+    stub: StubController, settings: AgentSettings, runtime: MemoryRuntime, gpus: FakeGpuReader
+) -> None:
+    task = asyncio.create_task(AgentSession(settings, runtime, gpus).run())
+    await wait_until(lambda: stub.connected)
+    stub.push(deploy_command("d1"))
+    await _running(stub, "d1")
+
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await wait_until(lambda: stub.disconnects == 1)
+    assert [c.state for c in await runtime.list_containers()] == ["running"]
+    assert ("stop", "d1") not in runtime.events

@@ -1,0 +1,275 @@
+"""The controller's fleet over real gRPC: agents (the real ``AgentSession`` with
+an in-memory runtime) join, report, take commands and come and go."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+
+from agent.memory_runtime import MemoryRuntime
+from agent.session import AuthenticationFailed
+from controller import appkeys
+from shared import PROTOCOL_VERSION
+from tests.conftest import AGENT_TOKEN, Controller
+from tests.controller.rawagent import RawAgent, hello
+from tests.fleetutil import run_agent, wait_until, worker_view
+
+
+@pytest.fixture
+async def fast_controller(tmp_path: Path) -> Any:
+    ctl = Controller(
+        data_dir=tmp_path / "data",
+        overrides={"heartbeat_interval": 0.1, "agent_request_timeout": 1.0},
+    )
+    await ctl.start()
+    yield ctl
+    await ctl.close()
+
+
+async def deployment(ctl: Controller, deployment_id: str) -> dict[str, Any]:
+    status, body = await ctl.admin("GET", f"/api/deployments/{deployment_id}")
+    assert status == 200
+    assert isinstance(body, dict)
+    return body
+
+
+async def wait_status(ctl: Controller, deployment_id: str, wanted: str) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for _ in range(400):
+        seen = await deployment(ctl, deployment_id)
+        if seen["status"] == wanted:
+            return seen
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"deployment stayed {seen.get('status')}, wanted {wanted}")
+
+
+async def test_agent_joins_and_reports_gpus(fast_controller: Controller, tmp_path: Path) -> None:
+    ctl = fast_controller
+    async with run_agent(ctl, MemoryRuntime(), tmp_path / "agent") as agent:
+        worker = await worker_view(ctl, agent.worker_id)
+        assert worker["status"] == "online"
+        assert worker["name"] == "gpu-worker-01"
+        assert worker["gpu_info"]["count"] == 2
+        gpu0 = worker["gpu_info"]["devices"][0]
+        assert gpu0["name"] == "NVIDIA H100 80GB HBM3" and gpu0["memory"] == 80 * 1024
+        assert worker["system_info"]["cpu_count"] >= 1
+        assert worker["advertise_address"] == "127.0.0.1"
+        # Heartbeat statistics reach the store within a few intervals.
+        fleet = ctl.app[appkeys.FLEET]
+        await wait_until(lambda: fleet.session(agent.worker_id).gpu_stats != {})
+        await fleet.flush()
+        worker = await worker_view(ctl, agent.worker_id)
+        assert worker["gpu_info"]["devices"][0]["utilization"] == 42
+        assert worker["gpu_info"]["devices"][0]["memory_used"] == 10 * 1024
+        assert worker["gpu_info"]["devices"][0]["temperature"] == 61
+    await wait_until(lambda: not ctl.app[appkeys.FLEET].is_connected(agent.worker_id))
+    worker = await worker_view(ctl, agent.worker_id)
+    assert worker["status"] == "offline"
+
+
+async def test_deployment_lifecycle_over_the_stream(
+    fast_controller: Controller, tmp_path: Path
+) -> None:
+    ctl = fast_controller
+    runtime = MemoryRuntime()
+    async with run_agent(ctl, runtime, tmp_path / "agent") as agent:
+        body = {
+            "name": "llama",
+            "model": "meta-llama/Llama-2-7b-chat-hf",
+            "worker_id": agent.worker_id,
+            "config": {"tensor_parallel_size": 2, "env": {"A": "1"}, "extra_args": ["--x"]},
+        }
+        status, created = await ctl.admin("POST", "/api/deployments", json=body)
+        assert status == 201
+        running = await wait_status(ctl, created["id"], "running")
+        assert running["container_id"] and running["port"] == 40000
+        assert running["gpu_indices"] == [0, 1]
+        spec = runtime.specs[created["id"]]
+        assert spec.name == "llama" and spec.host_port == 40000
+        assert spec.gpu_indices == (0, 1) and spec.env == {"A": "1"}
+        assert spec.config["extra_args"] == ["--x"]
+
+        status, logs = await ctl.admin("GET", f"/api/deployments/{created['id']}/logs")
+        assert status == 200 and "serving meta-llama/Llama-2-7b-chat-hf" in logs["logs"]
+        status, containers = await ctl.admin("GET", f"/api/workers/{agent.worker_id}/containers")
+        assert status == 200
+        [container] = containers["containers"]
+        assert container["id"] == running["container_id"]
+        assert container["name"] == "lmstack-llama" and container["status"] == "running"
+
+        # A second deployment gets the next port.
+        body2 = {"name": "small", "model": "m", "worker_id": agent.worker_id}
+        _, created2 = await ctl.admin("POST", "/api/deployments", json=body2)
+        assert (await wait_status(ctl, created2["id"], "running"))["port"] == 40001
+
+        status, _ = await ctl.admin("DELETE", f"/api/deployments/{created['id']}")
+        assert status == 204
+        await wait_until(lambda: ("stopped", created["id"]) in runtime.events)
+        assert created["id"] not in {c.deployment_id for c in await runtime.list_containers()}
+
+
+async def test_engine_exit_is_reported_as_error(
+    fast_controller: Controller, tmp_path: Path
+) -> None:
+    ctl = fast_controller
+    runtime = MemoryRuntime()
+    async with run_agent(ctl, runtime, tmp_path / "agent") as agent:
+        body = {"name": "crashy", "model": "m", "worker_id": agent.worker_id}
+        _, created = await ctl.admin("POST", "/api/deployments", json=body)
+        await wait_status(ctl, created["id"], "running")
+        runtime.exit_container(created["id"], 3, "CUDA out of memory")
+        failed = await wait_status(ctl, created["id"], "error")
+        assert "3" in failed["status_message"]
+        assert "CUDA out of memory" in failed["status_message"]
+
+
+async def test_offline_worker_answers_503(fast_controller: Controller, tmp_path: Path) -> None:
+    ctl = fast_controller
+    async with run_agent(ctl, MemoryRuntime(), tmp_path / "agent") as agent:
+        _, created = await ctl.admin(
+            "POST",
+            "/api/deployments",
+            json={"name": "a", "model": "m", "worker_id": agent.worker_id},
+        )
+        await wait_status(ctl, created["id"], "running")
+    await wait_until(lambda: not ctl.app[appkeys.FLEET].is_connected(agent.worker_id))
+    status, body = await ctl.admin(
+        "POST", "/api/deployments", json={"name": "b", "model": "m", "worker_id": agent.worker_id}
+    )
+    assert status == 503 and "offline" in body["detail"]
+    status, body = await ctl.admin("GET", f"/api/deployments/{created['id']}/logs")
+    assert status == 503
+    status, body = await ctl.admin("GET", f"/api/workers/{agent.worker_id}/containers")
+    assert status == 503
+
+
+async def test_reconnect_keeps_identity_and_reconciles(
+    fast_controller: Controller, tmp_path: Path
+) -> None:
+    """Agent away: a deployment deleted meanwhile is removed on return, a
+    running one is adopted (deploy is a no-op), and the worker id is kept."""
+    ctl = fast_controller
+    runtime = MemoryRuntime()
+    state = tmp_path / "agent"
+    async with run_agent(ctl, runtime, state) as agent:
+        worker_id = agent.worker_id
+        ids = []
+        for name in ("keep", "drop"):
+            _, created = await ctl.admin(
+                "POST",
+                "/api/deployments",
+                json={"name": name, "model": "m", "worker_id": worker_id},
+            )
+            await wait_status(ctl, created["id"], "running")
+            ids.append(created["id"])
+    keep, drop = ids
+    kept_container = {c.deployment_id: c for c in await runtime.list_containers()}[keep]
+    await wait_until(lambda: not ctl.app[appkeys.FLEET].is_connected(worker_id))
+    status, _ = await ctl.admin("DELETE", f"/api/deployments/{drop}")
+    assert status == 204
+
+    async with run_agent(ctl, runtime, state) as agent:
+        assert agent.worker_id == worker_id
+        await wait_until(lambda: ("stopped", drop) in runtime.events)
+        containers = {c.deployment_id: c for c in await runtime.list_containers()}
+        assert set(containers) == {keep}
+        assert containers[keep].container_id == kept_container.container_id
+        assert containers[keep].started_at == kept_container.started_at
+        _, workers = await ctl.admin("GET", "/api/workers")
+        assert [w["id"] for w in workers["items"]] == [worker_id]
+
+
+async def test_controller_restart_agents_reconnect(
+    fast_controller: Controller, tmp_path: Path
+) -> None:
+    ctl = fast_controller
+    ctl.overrides["grpc_port"] = 0
+    runtime = MemoryRuntime()
+    async with run_agent(ctl, runtime, tmp_path / "agent") as agent:
+        _, created = await ctl.admin(
+            "POST",
+            "/api/deployments",
+            json={"name": "a", "model": "m", "worker_id": agent.worker_id},
+        )
+        await wait_status(ctl, created["id"], "running")
+        port = ctl.app[appkeys.GRPC_PORT]
+        ctl.overrides["grpc_port"] = port  # the agent dials the same address again
+        await ctl.restart()
+        fleet = ctl.app[appkeys.FLEET]
+        await wait_until(lambda: fleet.is_connected(agent.worker_id), timeout=10)
+        worker = await worker_view(ctl, agent.worker_id)
+        assert worker["status"] == "online"
+        assert (await deployment(ctl, created["id"]))["status"] == "running"
+        assert len(await runtime.list_containers()) == 1
+
+
+async def test_wrong_token_is_refused(fast_controller: Controller, tmp_path: Path) -> None:
+    ctl = fast_controller
+    runtime = MemoryRuntime()
+    with pytest.raises(AuthenticationFailed):
+        async with run_agent(
+            ctl, runtime, tmp_path / "a", token="wrong", wait_online=False
+        ) as agent:
+            await agent.task
+    _, workers = await ctl.admin("GET", "/api/workers")
+    assert workers["items"] == []
+
+
+async def test_protocol_errors(fast_controller: Controller) -> None:
+    ctl = fast_controller
+    old = RawAgent(ctl.grpc_target, AGENT_TOKEN)
+    old.send(hello(protocol_version=PROTOCOL_VERSION + 1, agent_version="9.0.0"))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await old.read()
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert f"protocol {PROTOCOL_VERSION}" in str(info.value.details())
+    assert "9.0.0" in str(info.value.details())
+    await old.close()
+
+    rude = RawAgent(ctl.grpc_target, AGENT_TOKEN)
+    rude.send(hello().__class__(heartbeat={}))  # type: ignore[arg-type]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await rude.read()
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    await rude.close()
+
+
+async def test_silent_agent_goes_offline_and_requests_time_out(
+    fast_controller: Controller,
+) -> None:
+    ctl = fast_controller
+    raw = RawAgent(ctl.grpc_target, AGENT_TOKEN)
+    raw.send(hello("silent"))
+    welcome = (await raw.read()).welcome
+    assert welcome.heartbeat_interval_ms == 100
+    fleet = ctl.app[appkeys.FLEET]
+    assert fleet.is_connected(welcome.worker_id)
+    # No heartbeats for 3 intervals: offline, stream closed by the controller.
+    await wait_until(lambda: not fleet.is_connected(welcome.worker_id), timeout=3)
+    worker = await worker_view(ctl, welcome.worker_id)
+    assert worker["status"] == "offline"
+    await raw.close()
+
+
+async def test_request_timeout_is_504(tmp_path: Path) -> None:
+    ctl = Controller(
+        data_dir=tmp_path / "data",
+        overrides={"heartbeat_interval": 5, "agent_request_timeout": 0.3},
+    )
+    await ctl.start()
+    try:
+        raw = RawAgent(ctl.grpc_target, AGENT_TOKEN)
+        raw.send(hello("mute"))
+        welcome = (await raw.read()).welcome
+        status, body = await ctl.admin("GET", f"/api/workers/{welcome.worker_id}/containers")
+        assert status == 504 and "did not answer" in body["detail"]
+        request = await raw.read()
+        assert request.WhichOneof("payload") == "list_containers"
+        await raw.close()
+    finally:
+        await ctl.close()

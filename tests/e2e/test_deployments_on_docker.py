@@ -1,0 +1,216 @@
+"""A deployment created over REST becomes a running engine container, and
+everything the REST API reports about it is live. Real controller, real agent
+process, real Docker engine, stand-in engine image."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+import aiohttp
+import docker
+import docker.errors
+
+from tests.conftest import Controller
+from tests.e2e.conftest import AgentProcess
+
+
+async def create(
+    ctl: Controller, worker_id: str, name: str, image: str, **env: str
+) -> dict[str, Any]:
+    body = {
+        "name": name,
+        "model": "stand-in/tiny-chat",
+        "worker_id": worker_id,
+        "config": {
+            "image": image,
+            "env": {"STANDIN_START_DELAY": "0.3", **env},
+            "startup_timeout": 30,
+            "max_model_len": 2048,
+        },
+    }
+    status, created = await ctl.admin("POST", "/api/deployments", json=body)
+    assert status == 201, created
+    assert isinstance(created, dict)
+    return created
+
+
+async def wait_status(
+    ctl: Controller, deployment_id: str, wanted: str, timeout: float = 60
+) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    seen: dict[str, Any] = {}
+    while asyncio.get_running_loop().time() < deadline:
+        status, seen = await ctl.admin("GET", f"/api/deployments/{deployment_id}")
+        assert status == 200
+        if seen["status"] == wanted:
+            return seen
+        await asyncio.sleep(0.1)
+    raise AssertionError(
+        f"deployment is {seen.get('status')} ({seen.get('status_message')}), wanted {wanted}"
+    )
+
+
+def container_of(client: docker.DockerClient, name: str) -> Any:
+    return client.containers.get(f"lmstack-{name}")
+
+
+async def test_create_run_logs_containers_delete(
+    e2e_controller: Controller, agents: Any, docker_client: docker.DockerClient,
+    engine_image: str, prefix: str,
+) -> None:  # fmt: skip
+    ctl = e2e_controller
+    agent: AgentProcess = agents()
+    await agent.start()
+    worker_id = await agent.wait_online()
+    status, worker = await ctl.admin("GET", f"/api/workers/{worker_id}")
+    assert worker["status"] == "online" and worker["runtime_error"] == ""
+    assert worker["system_info"]["docker_version"]
+
+    name = f"{prefix}-chat"
+    created = await create(ctl, worker_id, name, engine_image)
+    running = await wait_status(ctl, created["id"], "running")
+    container = container_of(docker_client, name)
+    assert running["container_id"] == container.id
+    assert container.labels["lmstack.deployment_id"] == created["id"]
+    port = running["port"]
+
+    # The engine answers on the published port, as the gateway will reach it.
+    async with aiohttp.ClientSession() as http:
+        payload = {"model": name, "messages": [{"role": "user", "content": "hi"}]}
+        async with http.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=payload) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["model"] == name
+
+    status, logs = await ctl.admin(
+        "GET", f"/api/deployments/{created['id']}/logs", params={"lines": "50"}
+    )
+    assert status == 200
+    assert "--served-model-name" in logs["logs"] and "/v1/chat/completions" in logs["logs"]
+
+    status, listing = await ctl.admin("GET", f"/api/workers/{worker_id}/containers")
+    assert status == 200
+    mine = [c for c in listing["containers"] if c["deployment_id"] == created["id"]]
+    assert mine == [
+        {
+            "id": container.id,
+            "name": f"lmstack-{name}",
+            "status": "running",
+            "image": engine_image,
+            "deployment_id": created["id"],
+            "port": port,
+        }
+    ]
+
+    status, _ = await ctl.admin("DELETE", f"/api/deployments/{created['id']}")
+    assert status == 204
+    for _ in range(200):
+        try:
+            container_of(docker_client, name)
+        except docker.errors.NotFound:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("container still exists after delete")
+
+
+async def test_engine_that_exits_is_an_error_with_exit_code(
+    e2e_controller: Controller, agents: Any, engine_image: str, prefix: str
+) -> None:
+    ctl = e2e_controller
+    agent: AgentProcess = agents()
+    await agent.start()
+    worker_id = await agent.wait_online()
+    created = await create(
+        ctl, worker_id, f"{prefix}-crash", engine_image,
+        STANDIN_CRASH_AFTER="1.5", STANDIN_EXIT_CODE="7",
+    )  # fmt: skip
+    await wait_status(ctl, created["id"], "running")
+    failed = await wait_status(ctl, created["id"], "error")
+    assert "7" in failed["status_message"]
+
+
+async def test_agent_restart_adopts_and_delete_while_away_cleans_up(
+    e2e_controller: Controller, agents: Any, docker_client: docker.DockerClient,
+    engine_image: str, prefix: str,
+) -> None:  # fmt: skip
+    ctl = e2e_controller
+    agent: AgentProcess = agents()
+    await agent.start()
+    worker_id = await agent.wait_online()
+    keep = await create(ctl, worker_id, f"{prefix}-keep", engine_image)
+    drop = await create(ctl, worker_id, f"{prefix}-drop", engine_image)
+    await wait_status(ctl, keep["id"], "running")
+    await wait_status(ctl, drop["id"], "running")
+    before = container_of(docker_client, f"{prefix}-keep")
+    started_at = before.attrs["State"]["StartedAt"]
+
+    # SIGTERM: the agent exits cleanly and leaves the engines running.
+    assert await agent.stop(signal.SIGTERM) == 0
+    assert container_of(docker_client, f"{prefix}-keep").status == "running"
+    # Deleted while the agent is away.
+    status, _ = await ctl.admin("DELETE", f"/api/deployments/{drop['id']}")
+    assert status == 204
+
+    again = agents()
+    again.state_dir = agent.state_dir
+    await again.start()
+    assert await again.wait_online() == worker_id
+    for _ in range(200):
+        try:
+            container_of(docker_client, f"{prefix}-drop")
+        except docker.errors.NotFound:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("orphan container was not removed")
+    after = container_of(docker_client, f"{prefix}-keep")
+    assert after.id == before.id
+    assert after.attrs["State"]["StartedAt"] == started_at
+    assert (await wait_status(ctl, keep["id"], "running"))["container_id"] == before.id
+
+
+async def test_controller_restart_agent_reconnects(
+    e2e_controller: Controller, agents: Any, docker_client: docker.DockerClient,
+    engine_image: str, prefix: str,
+) -> None:  # fmt: skip
+    ctl = e2e_controller
+    agent: AgentProcess = agents()
+    await agent.start()
+    worker_id = await agent.wait_online()
+    created = await create(ctl, worker_id, f"{prefix}-stay", engine_image)
+    await wait_status(ctl, created["id"], "running")
+    container = container_of(docker_client, f"{prefix}-stay")
+
+    await ctl.restart()
+    assert await agent.wait_online() == worker_id
+    _status, worker = await ctl.admin("GET", f"/api/workers/{worker_id}")
+    assert worker["status"] == "online"
+    running = await wait_status(ctl, created["id"], "running")
+    assert running["container_id"] == container.id
+    assert (
+        container_of(docker_client, f"{prefix}-stay").attrs["State"]["StartedAt"]
+        == (container.attrs["State"]["StartedAt"])
+    )
+
+
+async def test_wrong_join_token_exits_clearly_without_retrying(
+    e2e_controller: Controller, agents: Any
+) -> None:
+    agent: AgentProcess = agents(name="intruder", token="not-the-token")
+    await agent.start()
+    code = await _wait_exit(agent)
+    assert code != 0
+    text = "\n".join(agent.output)
+    assert "join token" in text
+    assert text.count("reconnecting") == 0
+    _status, workers = await e2e_controller.admin("GET", "/api/workers")
+    assert workers["items"] == []
+
+
+async def _wait_exit(agent: AgentProcess) -> int:
+    assert agent.proc is not None
+    code = await asyncio.wait_for(agent.proc.wait(), 15)
+    await agent.kill()
+    return code
