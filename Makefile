@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/lmstack-controller --data-dir $(DATA_DIR)
+	VENV=$(VENV) DATA_DIR=$(DATA_DIR) bash scripts/run-local.sh
 
 # The suite needs a Docker engine (installed and started when none answers)
 # and the stand-in engine image (built locally: no registry is reachable).

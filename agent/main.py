@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import logging
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Protocol
 
 from pydantic import ValidationError
 
@@ -57,18 +56,6 @@ EXIT_PROTOCOL = 4
 
 class ClosableRuntime(Runtime, Protocol):
     async def close(self) -> None: ...
-
-
-class _RuntimeFactory(Protocol):
-    def __call__(
-        self,
-        *,
-        docker_host: str,
-        hf_cache_dir: Path,
-        ready_timeout: float,
-        hf_token: str | None,
-        simulate_gpus: bool,
-    ) -> ClosableRuntime: ...
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -112,7 +99,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--advertise-address", help="address the gateway reaches engines on (default: primary IP)"
     )
     parser.add_argument("--state-dir", type=Path, help="where the worker id is kept")
-    parser.add_argument("--heartbeat-interval", type=float, metavar="SECONDS")
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        metavar="SECONDS",
+        help="used only when the controller's Welcome sets no interval",
+    )
     parser.add_argument(
         "--simulate-gpus", metavar="COUNTxGIB", help="report simulated GPUs, e.g. 4x80"
     )
@@ -190,9 +182,9 @@ def _open_runtime(settings: AgentSettings) -> ClosableRuntime:
     try:
         # Imported here: the Docker SDK is heavy and a broken install must not
         # keep the agent from joining and saying so.
-        module = importlib.import_module("agent.runtime")
-        factory = cast(_RuntimeFactory, module.DockerRuntime)
-        return factory(
+        from agent.runtime import DockerRuntime  # noqa: PLC0415
+
+        runtime: ClosableRuntime = DockerRuntime(
             docker_host=settings.docker_host,
             hf_cache_dir=settings.hf_cache_dir,
             ready_timeout=settings.engine_ready_timeout,
@@ -202,6 +194,7 @@ def _open_runtime(settings: AgentSettings) -> ClosableRuntime:
     except Exception as exc:
         logger.exception("no container runtime; joining without one")
         return UnavailableRuntime(f"container runtime unavailable: {exc!r}")
+    return runtime
 
 
 class UnavailableRuntime:

@@ -15,6 +15,9 @@ Guarantees:
   one after another, in arrival order, on that deployment's lane; different
   deployments run concurrently. FetchLogs and ListContainers never wait
   behind a lane.
+* **The controller sets the pace.** Heartbeats follow Welcome's interval
+  (``heartbeat_interval_ms``, else ``heartbeat_interval_seconds``); only when
+  both are 0 does the agent's own ``heartbeat_interval`` apply.
 * **Every runtime status is reported** as a DeploymentStatus, and a container
   that exits on its own (seen on a heartbeat) is reported as ``error`` with its
   exit code and last log lines.

@@ -243,10 +243,22 @@ class Fleet:
             await db.commit()
 
     async def close_all(self) -> None:
-        for session in list(self._sessions.values()):
-            session.close("controller shutting down")
+        """Shutdown: end every session and record the workers offline now,
+        while the store is still open (the streams finish after this)."""
+        sessions = list(self._sessions.values())
         with contextlib.suppress(Exception):
             await self.flush()
+        self._sessions.clear()
+        for session in sessions:
+            session.close("controller shutting down")
+        if sessions:
+            async with self._db.session() as db:
+                await db.execute(
+                    update(Worker)
+                    .where(Worker.id.in_([s.worker_id for s in sessions]))
+                    .values(status="offline")
+                )
+                await db.commit()
 
     # ------------------------------------------------------------ REST requests
 

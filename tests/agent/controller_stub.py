@@ -39,8 +39,9 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> Non
 class StubController(agent_pb2_grpc.AgentServiceServicer):
     token: str = TOKEN
     worker_id: str = WORKER_ID
-    # 0: the agent falls back to its own (sub-second, in tests) interval.
+    # Both 0: the agent falls back to its own (sub-second, in tests) interval.
     heartbeat_interval_seconds: int = 0
+    heartbeat_interval_ms: int = 0
     # When set, every Connect is refused with FAILED_PRECONDITION and this text.
     refuse_protocol: str = ""
     attempts: int = 0
@@ -68,6 +69,7 @@ class StubController(agent_pb2_grpc.AgentServiceServicer):
             welcome=agent_pb2.Welcome(
                 worker_id=self.worker_id,
                 heartbeat_interval_seconds=self.heartbeat_interval_seconds,
+                heartbeat_interval_ms=self.heartbeat_interval_ms,
                 protocol_version=1,
             )
         )
@@ -146,10 +148,14 @@ class ControllerServer:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    async def start(self) -> None:
+    async def start(self, credentials: grpc.ServerCredentials | None = None) -> None:
         server = grpc.aio.server()
         agent_pb2_grpc.add_AgentServiceServicer_to_server(self.servicer, server)
-        self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
+        address = f"127.0.0.1:{self.port}"
+        if credentials is None:
+            self.port = server.add_insecure_port(address)
+        else:
+            self.port = server.add_secure_port(address, credentials)
         await server.start()
         self._server = server
 

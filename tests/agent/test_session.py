@@ -134,6 +134,15 @@ async def test_heartbeats_carry_gpu_stats_at_the_interval(
     assert first.gpus[0].memory_total_bytes == 80 * 1024**3
 
 
+async def test_controller_interval_overrides_the_agent_setting(
+    stub: StubController, settings: AgentSettings, start_session: StartSession
+) -> None:
+    stub.heartbeat_interval_seconds = 1  # whole seconds: only for agents that lack the ms field
+    stub.heartbeat_interval_ms = 20
+    start_session(settings.model_copy(update={"heartbeat_interval": 30.0}))
+    await wait_until(lambda: len(stub.heartbeats()) >= 4, timeout=0.9)
+
+
 async def test_heartbeats_carry_container_states(
     stub: StubController, start_session: StartSession
 ) -> None:
