@@ -44,6 +44,7 @@ from agent.types import (
 )
 from shared import __version__
 from shared.errors import ConfigError, RuntimeUnavailable
+from shared.logging import setup_logging
 from shared.settings import AgentSettings
 
 logger = logging.getLogger("lmstack.agent")
@@ -65,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"lmstack-agent: invalid settings: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    _configure_logging(settings.log_level)
+    setup_logging(settings.log_level)
     if not settings.token.get_secret_value():
         logger.error(
             "no join token: pass --token or set LMSTACK_TOKEN "
@@ -112,14 +113,6 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--log-level", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     return parser.parse_args(argv)
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
 
 
 def _gpu_reader(settings: AgentSettings) -> GpuReader:

@@ -87,6 +87,17 @@ _Command = agent_pb2.Deploy | agent_pb2.Stop
 _Call = grpc.aio.StreamStreamCall[agent_pb2.AgentMessage, agent_pb2.ControllerMessage]
 
 
+# HTTP/2 pings notice a controller that vanished without closing the
+# connection (host down, NAT state dropped) within about 30 s. The controller
+# permits pings this often (see controller.fleet.server).
+KEEPALIVE_OPTIONS = (
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+)
+
+
 class SessionRejected(AgentError):
     """The controller refused this agent; retrying would not help."""
 
@@ -242,8 +253,8 @@ class AgentSession:
     def _open_channel(self) -> grpc.aio.Channel:
         target = self._settings.controller
         if self._credentials is None:
-            return grpc.aio.insecure_channel(target)
-        return grpc.aio.secure_channel(target, self._credentials)
+            return grpc.aio.insecure_channel(target, options=KEEPALIVE_OPTIONS)
+        return grpc.aio.secure_channel(target, self._credentials, options=KEEPALIVE_OPTIONS)
 
     async def _hello(self) -> agent_pb2.Hello:
         info = await _runtime_info(self._runtime)
@@ -314,6 +325,9 @@ class _Connection:
         self._gpus = gpus
         self._watcher = watcher
         self._lanes: dict[str, deque[_Command]] = {}
+        # Deploys in progress, so a Stop can cut short one that waits on a slow
+        # (or never) healthy engine instead of queueing behind it.
+        self._deploying: dict[str, asyncio.Task[None]] = {}
         self._last_containers: list[ContainerState] = []
         self._listing_failed = False
 
@@ -344,11 +358,37 @@ class _Connection:
             logger.warning("ignoring unexpected controller message %r", kind)
 
     def _enqueue(self, command: _Command) -> None:
+        if isinstance(command, agent_pb2.Stop):
+            self._supersede(command.deployment_id)
         lane = self._lanes.get(command.deployment_id)
         if lane is None:
             lane = self._lanes[command.deployment_id] = deque()
             self._spawn(self._drain(command.deployment_id, lane), f"lane-{command.deployment_id}")
         lane.append(command)
+
+    def _supersede(self, deployment_id: str) -> None:
+        """A Stop makes queued and running Deploys of that deployment moot."""
+        lane = self._lanes.get(deployment_id)
+        if lane is not None:
+            kept = [c for c in lane if not isinstance(c, agent_pb2.Deploy)]
+            lane.clear()
+            lane.extend(kept)
+        deploying = self._deploying.get(deployment_id)
+        if deploying is not None:
+            logger.info("deployment %s: stop requested, cancelling its deploy", deployment_id)
+            deploying.cancel()
+
+    async def _deploy(self, command: agent_pb2.Deploy) -> None:
+        deploying = asyncio.ensure_future(self._runtime.deploy(_deploy_spec(command), self._report))
+        self._deploying[command.deployment_id] = deploying
+        try:
+            await deploying
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the connection is going away, not just this deploy
+        finally:
+            self._deploying.pop(command.deployment_id, None)
 
     async def _drain(self, deployment_id: str, lane: deque[_Command]) -> None:
         try:
@@ -364,7 +404,7 @@ class _Connection:
         self._watcher.begin(deployment_id)
         try:
             if isinstance(command, agent_pb2.Deploy):
-                await self._runtime.deploy(_deploy_spec(command), self._report)
+                await self._deploy(command)
             else:
                 await self._runtime.stop(deployment_id, command.remove, self._report)
         except LMStackError as exc:

@@ -33,8 +33,10 @@ def test_stubs_match_the_proto(tmp_path: Path) -> None:
         "agent_pb2.py", "agent_pb2.pyi", "agent_pb2_grpc.py", "agent_pb2_grpc.pyi"
     ]  # fmt: skip
     for name in names:
-        fresh = (fresh_dir / name).read_text().replace(
-            "from lmstack.v1 import", "from shared.proto.lmstack.v1 import"
+        fresh = (
+            (fresh_dir / name)
+            .read_text()
+            .replace("from lmstack.v1 import", "from shared.proto.lmstack.v1 import")
         )
         committed = (GENERATED / name).read_text()
         assert fresh == committed, f"{name} is stale: run `make proto`"

@@ -17,6 +17,16 @@ from shared.settings import ControllerSettings
 
 log = logging.getLogger("lmstack.fleet")
 
+# Agents ping every 20 s to notice dead connections; allow that (the default
+# policy would answer frequent pings with GOAWAY). Messages stay small, but a
+# log tail can be large.
+SERVER_OPTIONS = (
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+)
+
 
 def _credentials(settings: ControllerSettings) -> grpc.ServerCredentials | None:
     if settings.grpc_tls_cert is None and settings.grpc_tls_key is None:
@@ -41,7 +51,7 @@ def _credentials(settings: ControllerSettings) -> grpc.ServerCredentials | None:
 class FleetServer:
     def __init__(self, settings: ControllerSettings, fleet: Fleet, db: Database, token: str):
         self._settings = settings
-        self._server = grpc.aio.server()
+        self._server = grpc.aio.server(options=SERVER_OPTIONS)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
             AgentServicer(fleet, db, token), self._server
         )

@@ -277,22 +277,38 @@ async def test_commands_of_one_deployment_run_in_order_others_concurrently(
     await wait_until(lambda: stub.connected)
     release = runtime.gate("d1")
     stub.push(deploy_command("d1"))
-    stub.push(stop_command("d1", remove=False))
+    stub.push(deploy_command("d1", host_port=40005))
     stub.push(deploy_command("d2", host_port=40002))
     stub.push(
         agent_pb2.ControllerMessage(list_containers=agent_pb2.ListContainers(request_id="r-1"))
     )
 
-    # d2 and the request are served while d1's deploy is held after "pending".
+    # d2 and the request are served while d1's first deploy is held after "pending".
     await _running(stub, "d2")
     await wait_until(lambda: stub.containers_reply("r-1") is not None)
     assert stub.status_names("d1") == ["pending"]
-    assert ("stop", "d1") not in runtime.events
+    assert runtime.events.count(("deploy", "d1")) == 1
 
     release.set()
+    await wait_until(lambda: runtime.events.count(("deployed", "d1")) == 2)
+    assert runtime.specs["d1"].host_port == 40005  # the second ran after the first
+
+
+async def test_stop_cancels_a_deploy_still_in_progress(
+    stub: StubController, start_session: StartSession, runtime: MemoryRuntime
+) -> None:
+    start_session()
+    await wait_until(lambda: stub.connected)
+    runtime.gate("d1")  # never released: an engine that never gets healthy
+    stub.push(deploy_command("d1"))
+    await wait_until(lambda: stub.status_names("d1") == ["pending"])
+    stub.push(stop_command("d1"))
     await wait_until(lambda: "stopped" in stub.status_names("d1"))
-    assert stub.status_names("d1") == ["pending", "starting", "running", "stopping", "stopped"]
-    assert runtime.events.index(("deployed", "d1")) < runtime.events.index(("stop", "d1"))
+    assert ("stop", "d1") in runtime.events
+    assert ("deployed", "d1") not in runtime.events
+    # The session is healthy afterwards: a new deploy of the same deployment runs.
+    stub.push(deploy_command("d1"))
+    await _running(stub, "d1")
 
 
 # -- container exits -------------------------------------------------------------------------
