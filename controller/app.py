@@ -3,9 +3,12 @@
 Start-up order (cleanup contexts, torn down in reverse):
 1. store: data directory, database schema, first admin user;
 2. auth: the authenticator and its ``last_used`` flusher (flushed once more on stop);
-3. fleet: every worker marked offline, the gRPC server for agents, the liveness
-   and heartbeat-flush loop. On stop the gRPC server is stopped first (streams
-   end, workers go offline), then the loop, then a last flush.
+3. fleet: every worker marked offline, the placement ledger rebuilt from the
+   store, the gRPC server for agents, the liveness and heartbeat-flush loop.
+   On stop the gRPC server is stopped first (streams end, workers go offline),
+   then the loop, then a last flush.
+4. gateway: the pooled HTTP client to engines, the routing table (invalidated
+   by fleet events) and the usage flusher (flushed once more on stop).
 """
 
 from __future__ import annotations
@@ -16,15 +19,21 @@ import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import aiohttp
 from aiohttp import web
 
 from controller import appkeys
-from controller.api import ENDPOINTS
+from controller.api import DOCUMENTED_ONLY, ENDPOINTS
 from controller.auth import IDENTITY, Authenticator, bearer_token, require_admin
 from controller.bootstrap import agent_token, ensure_admin, prepare_data_dir
 from controller.fleet import Fleet, FleetServer
+from controller.gateway import GATEWAY, Gateway, create_gateway_app
+from controller.gateway.proxy import Proxy, Timeouts
+from controller.gateway.routes import RouteTable
+from controller.gateway.usage import UsageRecorder
 from controller.http import Endpoint, Handler, error_middleware
 from controller.openapi import build_openapi
+from controller.scheduler import build_scheduler
 from controller.store import Database
 from shared.settings import ControllerSettings
 
@@ -84,6 +93,7 @@ async def _fleet_ctx(app: web.Application) -> AsyncIterator[None]:
         request_timeout=settings.agent_request_timeout,
     )
     await fleet.mark_all_offline()
+    app[appkeys.SCHEDULER] = await build_scheduler(settings, db)
     server = FleetServer(settings, fleet, db, agent_token(settings))
     app[appkeys.GRPC_PORT] = await server.start()
     app[appkeys.FLEET] = fleet
@@ -98,11 +108,38 @@ async def _fleet_ctx(app: web.Application) -> AsyncIterator[None]:
             await loop
 
 
+async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[appkeys.SETTINGS]
+    db = app[appkeys.DATABASE]
+    # Engines are few and long-lived: keep connections to them open.
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=75, ttl_dns_cache=300)
+    client = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+    routes = RouteTable(db)
+    app[appkeys.FLEET].subscribe(routes.invalidate)
+    usage = UsageRecorder(db)
+    timeouts = Timeouts(
+        connect=settings.gateway_connect_timeout,
+        total=settings.gateway_timeout,
+        keepalive=settings.gateway_keepalive_seconds,
+    )
+    app[GATEWAY] = Gateway(routes, Proxy(client, usage, timeouts), usage)
+    flusher = asyncio.create_task(usage.run(settings.usage_flush_seconds))
+    try:
+        yield
+    finally:
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+        await usage.flush()
+        await client.close()
+
+
 def create_app(settings: ControllerSettings) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
     app[appkeys.SETTINGS] = settings
-    app[appkeys.OPENAPI] = json.dumps(build_openapi(ENDPOINTS)).encode()
+    app[appkeys.OPENAPI] = json.dumps(build_openapi([*ENDPOINTS, *DOCUMENTED_ONLY])).encode()
     for endpoint in ENDPOINTS:
         app.router.add_route(endpoint.method, endpoint.path, guarded(endpoint))
-    app.cleanup_ctx.extend([_store_ctx, _auth_ctx, _fleet_ctx])
+    app.add_subapp("/v1", create_gateway_app())
+    app.cleanup_ctx.extend([_store_ctx, _auth_ctx, _fleet_ctx, _gateway_ctx])
     return app

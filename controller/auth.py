@@ -49,6 +49,8 @@ class Identity:
     username: str
     is_admin: bool
     api_key_id: str | None = None
+    # Deployment names an API key may call through the gateway; None: all.
+    allowed_deployments: frozenset[str] | None = None
 
 
 class Authenticator:
@@ -91,15 +93,21 @@ class Authenticator:
         async with self._db.session() as session:
             if token.startswith(API_KEY_PREFIX):
                 key_row = await session.execute(
-                    select(ApiKey.id, ApiKey.key_hash, User)
+                    select(ApiKey.id, ApiKey.key_hash, User, ApiKey.allowed_deployments)
                     .join(User, User.id == ApiKey.user_id)
                     .where(ApiKey.key_hash == digest)
                 )
                 found = key_row.first()
                 if found is None or not digests_equal(found[1], digest):
                     raise Unauthorized("Invalid API key")
-                user = found[2]
-                return Identity(user.id, user.username, user.is_admin, api_key_id=found[0])
+                user, allowed = found[2], found[3]
+                return Identity(
+                    user.id,
+                    user.username,
+                    user.is_admin,
+                    api_key_id=found[0],
+                    allowed_deployments=None if allowed is None else frozenset(allowed),
+                )
             token_row = await session.execute(
                 select(LoginToken.token_hash, LoginToken.expires_at, User)
                 .join(User, User.id == LoginToken.user_id)

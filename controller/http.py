@@ -41,6 +41,8 @@ class Endpoint:
     responses: dict[int, type[BaseModel] | None] = field(default_factory=dict)
     # Error statuses this endpoint can answer besides the generic ones.
     errors: Sequence[int] = ()
+    # The shape of its error bodies (None: ``ErrorBody``).
+    error_model: type[BaseModel] | None = None
 
 
 def json_response(model: BaseModel, status: int = 200) -> web.Response:

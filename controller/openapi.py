@@ -24,8 +24,9 @@ _REASONS = {
     404: "Not found",
     409: "Conflict",
     422: "Invalid input; `errors` names each offending field",
-    503: "The worker's agent is not connected",
-    504: "The agent did not answer in time",
+    502: "The engine could not be reached or broke off",
+    503: "Not available now (worker offline, deployment not running)",
+    504: "Timed out waiting for the agent or the engine",
 }
 
 
@@ -37,6 +38,8 @@ def build_openapi(endpoints: Sequence[Endpoint]) -> dict[str, Any]:
         if ep.query is not None:
             wanted.append((ep.query, "validation"))
         wanted += [(m, "serialization") for m in ep.responses.values() if m is not None]
+        if ep.error_model is not None:
+            wanted.append((ep.error_model, "serialization"))
     unique = list(dict.fromkeys(wanted))
     refs, defs = models_json_schema(unique, ref_template=REF)
     schemas: dict[str, Any] = defs.get("$defs", {})
@@ -102,7 +105,7 @@ def _operation(
         errors.add(403)
     if ep.body is not None or ep.query is not None:
         errors.add(422)
-    error_schema = refs[(ErrorBody, "serialization")]
+    error_schema = refs[(ep.error_model or ErrorBody, "serialization")]
     for status in sorted(errors):
         responses[str(status)] = {
             "description": _REASONS[status],

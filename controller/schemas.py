@@ -3,10 +3,18 @@ both validation and the OpenAPI document."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
 from controller.store.timeutil import iso_z
 
@@ -96,13 +104,57 @@ class DeploymentConfig(Strict):
     extra_args: list[Annotated[str, StringConstraints(max_length=4096)]] | None = None
     # Seconds the engine gets to answer its health check after the container starts.
     startup_timeout: int | None = Field(default=None, ge=1, le=86400)
+    # Placement (declared after tensor_parallel_size: their validators read it).
+    gpu_count: int | None = Field(
+        default=None,
+        ge=0,
+        le=64,
+        description="GPUs to reserve; 0 runs CPU-only. Default: tensor_parallel_size "
+        "(vLLM, SGLang) or 1 (Ollama). A multiple of tensor_parallel_size.",
+    )
+    gpu_ids: list[Annotated[int, Field(ge=0, le=1023)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Pin these GPU indices (unique; as many as gpu_count when both "
+        "are given; a multiple of tensor_parallel_size).",
+    )
+
+    @field_validator("gpu_count")
+    @classmethod
+    def _gpu_count_fits_tp(cls, value: int | None, info: ValidationInfo) -> int | None:
+        tp = info.data.get("tensor_parallel_size")
+        if value is None or not tp:
+            return value
+        if value == 0 and tp > 1:
+            raise ValueError(f"0 (CPU only) cannot run tensor_parallel_size {tp}")
+        if value % tp:
+            raise ValueError(f"must be a multiple of tensor_parallel_size ({tp})")
+        return value
+
+    @field_validator("gpu_ids")
+    @classmethod
+    def _gpu_ids_consistent(cls, value: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        if value is None:
+            return value
+        if len(set(value)) != len(value):
+            raise ValueError("GPU indices must be unique")
+        count = info.data.get("gpu_count")
+        if count is not None and count != len(value):
+            raise ValueError(f"{len(value)} indices given but gpu_count is {count}")
+        tp = info.data.get("tensor_parallel_size")
+        if tp and len(value) % tp:
+            raise ValueError(f"{len(value)} GPUs is not a multiple of tensor_parallel_size ({tp})")
+        return value
 
 
 class DeploymentCreate(Strict):
     name: DeploymentName
     backend: Backend = "vllm"
     model: str = Field(min_length=1, max_length=512)
-    worker_id: str | None = None
+    worker_id: str | None = Field(
+        default=None, description="Place on this worker; omitted: the scheduler picks one"
+    )
     config: DeploymentConfig = Field(default_factory=DeploymentConfig)
 
 
@@ -162,6 +214,12 @@ class GpuDeviceOut(BaseModel):
     utilization: int | None = None
     temperature: int | None = None
     power: float | None = None
+    reserved: float = Field(
+        default=0.0, description="Fraction of this GPU reserved by deployments (capacity 1.0)"
+    )
+    deployments: list[str] = Field(
+        default_factory=list, description="Ids of the deployments holding a reservation on it"
+    )
 
 
 class GpuInfo(BaseModel):
@@ -178,6 +236,10 @@ class WorkerOut(BaseModel):
     agent_version: str
     runtime_error: str
     gpu_info: GpuInfo
+    gpu_free: float = Field(
+        default=0.0, description="Free GPU capacity: the sum of each GPU's unreserved fraction"
+    )
+    free_gpus: int = Field(default=0, description="GPUs with nothing reserved")
     last_heartbeat: Timestamp | None
     created_at: Timestamp
 
@@ -209,6 +271,8 @@ class ContainerList(BaseModel):
 
 class ApiKeyCreate(Strict):
     name: str = Field(min_length=1, max_length=128)
+    # Deployment names the key may call through the gateway; omitted or null: all.
+    allowed_deployments: list[DeploymentName] | None = Field(default=None, max_length=1000)
 
 
 class ApiKeyCreated(BaseModel):
@@ -217,6 +281,7 @@ class ApiKeyCreated(BaseModel):
     key: str
     prefix: str
     hint: str
+    allowed_deployments: list[str] | None
     created_at: Timestamp
 
 
@@ -226,6 +291,7 @@ class ApiKeyOut(BaseModel):
     prefix: str
     hint: str
     user_id: str
+    allowed_deployments: list[str] | None
     created_at: Timestamp
     last_used: Timestamp | None
 
@@ -260,3 +326,67 @@ class UserOut(BaseModel):
 
 class UserList(BaseModel):
     items: list[UserOut]
+
+
+# ---------------------------------------------------------------- usage
+
+
+class UsageQuery(Query):
+    api_key_id: str | None = None
+    deployment_id: str | None = None
+    deployment: str | None = Field(default=None, description="Deployment name")
+    start: date | None = Field(default=None, description="First day, inclusive (UTC)")
+    end: date | None = Field(default=None, description="Last day, inclusive (UTC)")
+
+
+class UsageRow(BaseModel):
+    date: str
+    api_key_id: str | None = Field(description="null for calls made with a login token")
+    user_id: str
+    deployment_id: str
+    deployment_name: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class UsageTotals(BaseModel):
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class UsageList(BaseModel):
+    items: list[UsageRow]
+    totals: UsageTotals
+
+
+# ---------------------------------------------------------------- gateway (documented only)
+
+
+class OpenAIRequest(BaseModel):
+    """An OpenAI request body; fields other than these pass through to the engine."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(description="The deployment name")
+    stream: bool | None = None
+
+
+class OpenAIResponse(BaseModel):
+    """The engine's OpenAI-compatible answer, passed through (SSE when streaming)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None
+
+
+class OpenAIError(BaseModel):
+    error: OpenAIErrorDetail

@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+PlacementPolicy = Literal["binpack", "spread"]
 
 
 class _Base(BaseSettings):
@@ -56,9 +57,18 @@ class ControllerSettings(_Base):
     agent_request_timeout: float = Field(default=10.0, gt=0)
     # How often buffered API key ``last_used`` times are written.
     last_used_flush_seconds: float = Field(default=30.0, gt=0)
+    # Gateway → engine: seconds to connect, seconds for a whole non-streamed
+    # answer (or between two chunks of a stream), SSE keep-alive comment period.
+    gateway_connect_timeout: float = Field(default=5.0, gt=0)
+    gateway_timeout: float = Field(default=600.0, gt=0)
+    gateway_keepalive_seconds: float = Field(default=15.0, gt=0)
+    # How often buffered gateway usage is written.
+    usage_flush_seconds: float = Field(default=10.0, gt=0)
     # Host ports handed to engine containers, per worker.
     engine_port_min: int = Field(default=40000, ge=1024, le=65535)
     engine_port_max: int = Field(default=40999, ge=1024, le=65535)
+    # How the scheduler picks GPUs: fill the fullest that fit, or the emptiest.
+    placement_policy: PlacementPolicy = "binpack"
     grpc_tls_cert: Path | None = None
     grpc_tls_key: Path | None = None
     # CA that signs agent client certificates; when set, agents must present one.

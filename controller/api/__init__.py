@@ -1,6 +1,16 @@
 """REST handlers, one module per resource; each exports ``ENDPOINTS``."""
 
-from controller.api import api_keys, auth, deployments, health, openapi, users, workers
+from controller.api import (
+    api_keys,
+    auth,
+    deployments,
+    gateway_docs,
+    health,
+    openapi,
+    usage,
+    users,
+    workers,
+)
 from controller.http import Endpoint
 
 ENDPOINTS: list[Endpoint] = [
@@ -10,7 +20,11 @@ ENDPOINTS: list[Endpoint] = [
     *workers.ENDPOINTS,
     *api_keys.ENDPOINTS,
     *users.ENDPOINTS,
+    *usage.ENDPOINTS,
     *openapi.ENDPOINTS,
 ]
 
-__all__ = ["ENDPOINTS"]
+# Served by the gateway sub-application; listed here for the OpenAPI document.
+DOCUMENTED_ONLY: list[Endpoint] = gateway_docs.ENDPOINTS
+
+__all__ = ["DOCUMENTED_ONLY", "ENDPOINTS"]

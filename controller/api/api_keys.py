@@ -43,6 +43,7 @@ async def create_key(request: web.Request) -> web.Response:
         key_hash=token_digest(key),
         prefix=API_KEY_PREFIX,
         hint=key_hint(key),
+        allowed_deployments=body.allowed_deployments,
     )
     async with request.app[appkeys.DATABASE].session() as session:
         taken = await session.scalar(
@@ -61,6 +62,7 @@ async def create_key(request: web.Request) -> web.Response:
         key=key,
         prefix=row.prefix,
         hint=row.hint,
+        allowed_deployments=row.allowed_deployments,
         created_at=row.created_at,
     )
     return json_response(created, 201)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -9,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller import appkeys
 from controller.http import Endpoint, json_response, parse_body, parse_query, path_id
-from controller.placement import choose_gpus, choose_port
+from controller.scheduler import Placement, explain
 from controller.schemas import (
     DeploymentCreate,
     DeploymentCreated,
@@ -20,6 +22,7 @@ from controller.schemas import (
     LogsResponse,
 )
 from controller.store import Deployment, Worker
+from controller.store.models import new_id
 from shared.errors import Conflict, NotFound, ServiceUnavailable
 
 
@@ -69,47 +72,84 @@ async def get_one(request: web.Request) -> web.Response:
 
 async def create(request: web.Request) -> web.Response:
     body = await parse_body(request, DeploymentCreate)
-    settings = request.app[appkeys.SETTINGS]
     fleet = request.app[appkeys.FLEET]
+    scheduler = request.app[appkeys.SCHEDULER]
+    config = body.config.model_dump(exclude_none=True)
+    # One placement decision at a time, from choosing until the row is committed
+    # and booked: two creates can never take the same GPU capacity or port.
     async with fleet.placement_lock, request.app[appkeys.DATABASE].session() as session:
         if await session.scalar(select(Deployment.id).where(Deployment.name == body.name)):
             raise Conflict(f"A deployment named '{body.name}' already exists")
+        placement = await _place(session, request, body, config)
         row = Deployment(
+            id=new_id(),
             name=body.name,
             backend=body.backend,
             model=body.model,
-            config=body.config.model_dump(exclude_none=True),
+            config=config,
+            worker_id=placement.worker_id,
+            gpu_indices=list(placement.gpu_indices),
+            port=placement.port,
         )
-        if body.worker_id is not None:
-            worker = await session.get(Worker, body.worker_id)
-            if worker is None:
-                raise NotFound(f"Worker '{body.worker_id}' not found")
-            if worker.status != "online" or not fleet.is_connected(worker.id):
-                raise ServiceUnavailable(f"Worker '{worker.name}' is offline")
-            row.worker_id = worker.id
-            row.gpu_indices = choose_gpus(worker, body.config)
-            row.port = await choose_port(
-                session, worker, settings.engine_port_min, settings.engine_port_max
-            )
         session.add(row)
+        # Booked before the first await, released again if the commit fails.
+        scheduler.book(row.id, placement)
+        committed = False
         try:
             await session.commit()
+            committed = True
         except IntegrityError:
             raise Conflict(f"A deployment named '{body.name}' already exists") from None
+        finally:
+            if not committed:
+                scheduler.release(row.id)
     await fleet.deploy(row)
     return json_response(DeploymentCreated(id=row.id, name=row.name, status="pending"), 201)
 
 
+async def _place(
+    session: AsyncSession, request: web.Request, body: DeploymentCreate, config: dict[str, Any]
+) -> Placement:
+    """Where the new deployment goes: 404/503 for a named worker that is missing
+    or offline, 409 naming every worker considered when nothing fits."""
+    fleet = request.app[appkeys.FLEET]
+    scheduler = request.app[appkeys.SCHEDULER]
+    if body.worker_id is not None:
+        worker = await session.get(Worker, body.worker_id)
+        if worker is None:
+            raise NotFound(f"Worker '{body.worker_id}' not found")
+        if worker.status != "online" or not fleet.is_connected(worker.id):
+            raise ServiceUnavailable(f"Worker '{worker.name}' is offline")
+        candidates = scheduler.candidates([fleet.session(worker.id)])
+    else:
+        candidates = scheduler.candidates(fleet.live_sessions())
+    wanted, result = scheduler.place(
+        body.name, body.backend, config, candidates, explicit_worker=body.worker_id is not None
+    )
+    if isinstance(result, Placement):
+        return result
+    offline: list[str] = []
+    if body.worker_id is None:
+        online = {c.id for c in candidates}
+        workers = await session.execute(select(Worker.id, Worker.name))
+        offline = [name for worker_id, name in workers if worker_id not in online]
+    raise explain(wanted, result, offline)
+
+
 async def delete(request: web.Request) -> web.Response:
     deployment_id = path_id(request, "deployment_id", "Deployment")
+    fleet = request.app[appkeys.FLEET]
     async with request.app[appkeys.DATABASE].session() as session:
         row = await get_deployment(session, deployment_id)
         worker_id = row.worker_id
         await session.delete(row)
         await session.commit()
+    # Released only once the row is gone, so a failed delete keeps its booking.
+    async with fleet.placement_lock:
+        request.app[appkeys.SCHEDULER].release(deployment_id)
     # An agent that is away gets the container removed when it reconnects.
     if worker_id is not None:
-        await request.app[appkeys.FLEET].stop(worker_id, deployment_id)
+        await fleet.stop(worker_id, deployment_id)
     return web.Response(status=204)
 
 
@@ -144,6 +184,7 @@ ENDPOINTS = [
         access="admin",
         body=DeploymentCreate,
         responses={201: DeploymentCreated},
+        # 404/503: the named worker is missing/offline; 409: nothing fits (explained).
         errors=(404, 409, 422, 503),
     ),
     Endpoint(

@@ -1,4 +1,8 @@
-"""``/api/workers``: list, get (with system info and deployments), containers."""
+"""``/api/workers``: list, get (with system info and deployments), containers.
+
+Both views show each GPU's reservation (fraction and deployments) from the
+scheduler's ledger and the worker's free capacity; they never change it.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from sqlalchemy import select
 from controller import appkeys
 from controller.api.deployments import deployment_out
 from controller.http import Endpoint, json_response, path_id
+from controller.scheduler import Scheduler
 from controller.schemas import (
     ContainerList,
     ContainerOut,
@@ -22,7 +27,7 @@ from controller.store import Deployment, Worker
 from shared.errors import NotFound
 
 
-def _fields(row: Worker) -> dict[str, Any]:
+def _fields(row: Worker, scheduler: Scheduler) -> dict[str, Any]:
     return {
         "id": row.id,
         "name": row.name,
@@ -30,20 +35,34 @@ def _fields(row: Worker) -> dict[str, Any]:
         "advertise_address": row.advertise_address,
         "agent_version": row.agent_version,
         "runtime_error": row.runtime_error,
-        "gpu_info": GpuInfo.model_validate(row.gpu_info or {}),
+        **_gpu_allocation(row, scheduler),
         "last_heartbeat": row.last_heartbeat,
         "created_at": row.created_at,
     }
 
 
-def worker_out(row: Worker) -> WorkerOut:
-    return WorkerOut(**_fields(row))
+def _gpu_allocation(row: Worker, scheduler: Scheduler) -> dict[str, Any]:
+    """``gpu_info`` with each GPU's reservation, and the worker's free capacity."""
+    gpu_info = GpuInfo.model_validate(row.gpu_info or {})
+    gpu_free, free_gpus = 0.0, 0
+    for device in gpu_info.devices:
+        usage = scheduler.gpu_usage(row.id, device.index)
+        device.reserved = usage.reserved
+        device.deployments = list(usage.deployments)
+        gpu_free += max(0.0, 1.0 - usage.reserved)
+        free_gpus += not usage.deployments
+    return {"gpu_info": gpu_info, "gpu_free": round(gpu_free, 4), "free_gpus": free_gpus}
+
+
+def worker_out(row: Worker, scheduler: Scheduler) -> WorkerOut:
+    return WorkerOut(**_fields(row, scheduler))
 
 
 async def list_workers(request: web.Request) -> web.Response:
     async with request.app[appkeys.DATABASE].session() as session:
         rows = await session.scalars(select(Worker).order_by(Worker.created_at, Worker.id))
-        items = [worker_out(row) for row in rows]
+        scheduler = request.app[appkeys.SCHEDULER]
+        items = [worker_out(row, scheduler) for row in rows]
     return json_response(WorkerList(items=items))
 
 
@@ -59,7 +78,7 @@ async def get_worker(request: web.Request) -> web.Response:
             .order_by(Deployment.created_at, Deployment.id)
         )
         detail = WorkerDetail(
-            **_fields(row),
+            **_fields(row, request.app[appkeys.SCHEDULER]),
             system_info=row.system_info or {},
             deployments=[deployment_out(d) for d in deployments],
         )

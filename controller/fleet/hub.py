@@ -29,7 +29,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -150,6 +150,18 @@ class Fleet:
         # Serialises placement (GPU and port choices) so two creates cannot
         # take the same resources.
         self.placement_lock = asyncio.Lock()
+        self._listeners: list[Callable[[], None]] = []
+
+    # ------------------------------------------------------------ change events
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` whenever a worker or deployment may have changed
+        (connect, disconnect, status report, deploy, stop). It must be cheap."""
+        self._listeners.append(listener)
+
+    def changed(self) -> None:
+        for listener in self._listeners:
+            listener()
 
     # ------------------------------------------------------------ sessions
 
@@ -166,18 +178,24 @@ class Fleet:
     def connected(self) -> int:
         return len(self._sessions)
 
+    def live_sessions(self) -> Iterable[AgentSession]:
+        """The sessions of the online workers (a live view; do not await while iterating)."""
+        return self._sessions.values()
+
     async def attach(self, session: AgentSession) -> None:
         old = self._sessions.get(session.worker_id)
         if old is not None:
             old.close("replaced by a new connection")
         session.last_seen = self._clock()
         self._sessions[session.worker_id] = session
+        self.changed()
 
     async def detach(self, session: AgentSession) -> None:
         session.close("stream ended")
         if self._sessions.get(session.worker_id) is not session:
             return  # replaced by a newer session; the worker stays online
         del self._sessions[session.worker_id]
+        self.changed()
         async with self._db.session() as db:
             await db.execute(
                 update(Worker)
@@ -185,6 +203,13 @@ class Fleet:
                 .values(status="offline", **self._heartbeat_values(session))
             )
             await db.commit()
+            if self.is_connected(session.worker_id):
+                # It reconnected while we were writing: it is online after all.
+                await db.execute(
+                    update(Worker).where(Worker.id == session.worker_id).values(status="online")
+                )
+                await db.commit()
+                return
         log.info("worker %s (%s) is offline", session.name, session.worker_id)
 
     def record_heartbeat(self, session: AgentSession, beat: agent_pb2.Heartbeat) -> None:
@@ -303,6 +328,7 @@ class Fleet:
 
     async def deploy(self, row: Deployment) -> None:
         """Push a Deploy to the deployment's worker if its agent is connected."""
+        self.changed()
         if row.worker_id is None:
             return
         session = self._sessions.get(row.worker_id)
@@ -312,6 +338,7 @@ class Fleet:
     async def stop(self, worker_id: str, deployment_id: str) -> None:
         """Push a Stop (remove) if the agent is connected; otherwise the next
         Hello's reconciliation removes the orphan."""
+        self.changed()
         session = self._sessions.get(worker_id)
         if session is not None:
             session.send(stop_message(deployment_id))

@@ -72,6 +72,22 @@ def system_info(hello: agent_pb2.Hello) -> dict[str, Any]:
     }
 
 
+class _Refused(Exception):
+    """Ends a call with this status. Raised before the stream is established."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+def _peer_host(peer: str) -> str:
+    """``ipv4:10.0.0.5:41234`` → ``10.0.0.5``; ``ipv6:[::1]:5`` → ``::1``."""
+    _, _, address = peer.partition(":")
+    host = address.rpartition(":")[0]
+    return host.strip("[]")
+
+
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     def __init__(self, fleet: Fleet, db: Database, join_token: str) -> None:
         self._fleet = fleet
@@ -81,9 +97,22 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     async def Connect(
         self, request_iterator: AsyncIterator[agent_pb2.AgentMessage], context: Context
     ) -> AsyncIterator[agent_pb2.ControllerMessage]:
-        await self._authorize(context)
-        hello = await self._hello(request_iterator, context)
-        session = await self._register(hello, context)
+        if not self._authorized(context):
+            # Ending the call with a status, rather than raising through
+            # abort() before the first read, reliably reaches the client as
+            # UNAUTHENTICATED (abort raced into INTERNAL now and then).
+            log.warning("agent from %s refused: invalid join token", context.peer())
+            context.set_code(grpc.StatusCode.UNAUTHENTICATED)
+            context.set_details("invalid join token")
+            return
+        try:
+            hello = await self._hello(request_iterator)
+            session = await self._register(hello, context.peer())
+        except _Refused as refused:
+            log.warning("agent from %s refused: %s", context.peer(), refused.details)
+            context.set_code(refused.code)
+            context.set_details(refused.details)
+            return
         await self._fleet.attach(session)
         log.info(
             "worker %s (%s) connected: agent %s, %d GPUs, %d containers",
@@ -112,33 +141,30 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                     await reader
             await self._fleet.detach(session)
 
-    async def _authorize(self, context: Context) -> None:
+    def _authorized(self, context: Context) -> bool:
         metadata = dict(context.invocation_metadata() or ())
         header = str(metadata.get("authorization", ""))
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not digests_equal(token.strip(), self._token):
-            log.warning("agent from %s refused: invalid join token", context.peer())
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid join token")
+        return scheme.lower() == "bearer" and digests_equal(token.strip(), self._token)
 
     async def _hello(
-        self, request_iterator: AsyncIterator[agent_pb2.AgentMessage], context: Context
+        self, request_iterator: AsyncIterator[agent_pb2.AgentMessage]
     ) -> agent_pb2.Hello:
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("payload") != "hello":
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be Hello")
-        assert first is not None
+            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be Hello")
         hello = first.hello
         if hello.protocol_version != PROTOCOL_VERSION:
-            await context.abort(
+            raise _Refused(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"controller {__version__} speaks agent protocol {PROTOCOL_VERSION}; "
                 f"agent {hello.agent_version or '?'} speaks {hello.protocol_version}",
             )
         if not hello.name:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Hello.name is empty")
+            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "Hello.name is empty")
         return hello
 
-    async def _register(self, hello: agent_pb2.Hello, context: Context) -> AgentSession:
+    async def _register(self, hello: agent_pb2.Hello, peer: str) -> AgentSession:
         """The worker row for this agent: by its persisted id, else by name, else new."""
         async with self._db.session() as db:
             row = None
@@ -147,7 +173,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             by_name = await db.scalar(select(Worker).where(Worker.name == hello.name))
             if row is None and by_name is not None:
                 if self._fleet.is_connected(by_name.id):
-                    await context.abort(
+                    raise _Refused(
                         grpc.StatusCode.ALREADY_EXISTS,
                         f"a worker named '{hello.name}' is connected already",
                     )
@@ -158,7 +184,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 db.add(row)
             elif row.name != hello.name:
                 if by_name is not None and by_name.id != row.id:
-                    await context.abort(
+                    raise _Refused(
                         grpc.StatusCode.ALREADY_EXISTS,
                         f"another worker is named '{hello.name}'",
                     )
@@ -171,7 +197,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 last_heartbeat=utcnow(),
             )
             row.status = "online"
-            row.advertise_address = hello.advertise_address or context.peer()
+            row.advertise_address = hello.advertise_address or _peer_host(peer)
             row.agent_version = hello.agent_version
             row.gpu_info = session.gpu_info()
             row.system_info = system_info(hello)
@@ -222,6 +248,15 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             log.warning("worker %s sent an unexpected %s; ignored", session.name, kind)
 
     async def _on_status(self, session: AgentSession, status: agent_pb2.DeploymentStatus) -> None:
+        try:
+            await self._record_status(session, status)
+        finally:
+            # After the commit: the gateway's routes reload the new status.
+            self._fleet.changed()
+
+    async def _record_status(
+        self, session: AgentSession, status: agent_pb2.DeploymentStatus
+    ) -> None:
         async with self._db.session() as db:
             row = await db.get(Deployment, status.deployment_id)
             if row is None or row.worker_id != session.worker_id:

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from controller.store.timeutil import UTCDateTime, utcnow
@@ -45,6 +45,8 @@ class ApiKey(Base):
     hint: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used: Mapped[datetime | None] = mapped_column(default=None)
+    # Deployment names this key may call through the gateway; None: all.
+    allowed_deployments: Mapped[list[Any] | None] = mapped_column(default=None)
 
 
 class LoginToken(Base):
@@ -94,3 +96,29 @@ class Deployment(Base):
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Usage(Base):
+    """Gateway usage per API key, deployment and UTC day.
+
+    No foreign keys on purpose: history outlives deleted keys and deployments.
+    ``api_key_id`` is empty for calls made with a login token.
+    """
+
+    __tablename__ = "usage"
+    __table_args__ = (
+        Index("ux_usage_key_deployment_day", "api_key_id", "user_id", "deployment_id", "day",
+              unique=True),
+        Index("ix_usage_day", "day"),
+    )  # fmt: skip
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    api_key_id: Mapped[str] = mapped_column(String(36))
+    user_id: Mapped[str] = mapped_column(String(36), index=True)
+    deployment_id: Mapped[str] = mapped_column(String(36))
+    deployment_name: Mapped[str] = mapped_column(String(63))
+    # ISO date, ``YYYY-MM-DD`` (UTC).
+    day: Mapped[str] = mapped_column(String(10))
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -25,7 +25,10 @@ async def test_create_list_delete(controller: Controller) -> None:
     status, listing = await controller.admin("GET", "/api/api-keys")
     assert status == 200
     [item] = listing["items"]
-    assert set(item) == {"id", "name", "prefix", "hint", "user_id", "created_at", "last_used"}
+    assert set(item) == {
+        "id", "name", "prefix", "hint", "user_id", "allowed_deployments", "created_at", "last_used"
+    }  # fmt: skip
+    assert item["allowed_deployments"] is None
     assert item["prefix"] == "lmsk_" and item["name"] == "my-api-key"
     assert item["hint"].endswith(key[-4:]) and key not in str(listing)
     assert item["last_used"] is None

@@ -1,7 +1,13 @@
-"""``/api/deployments`` over the real server: shapes, filters, validation."""
+"""``/api/deployments`` over the real server: shapes, filters, validation.
+
+Creating a deployment places it, so the tests that create one connect a worker
+with two GPUs for it to land on (a raw agent that reports nothing, so statuses
+stay put). Placement itself is tested in ``tests/scheduler``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -9,6 +15,7 @@ import pytest
 from controller import appkeys
 from controller.store import Deployment, Worker
 from tests.conftest import Controller
+from tests.scheduler.workers import raw_worker
 
 MISSING = "00000000-0000-0000-0000-000000000000"
 DEPLOYMENT_KEYS = {
@@ -34,6 +41,13 @@ async def add_deployment(ctl: Controller, name: str, worker_id: str | None) -> s
         return row.id
 
 
+@pytest.fixture
+async def agent_worker(controller: Controller) -> AsyncIterator[str]:
+    """The id of an online worker with two GPUs."""
+    async with raw_worker(controller, "gpu-worker-01", gpus=2) as worker:
+        yield worker.id
+
+
 async def create(ctl: Controller, **body: Any) -> dict[str, Any]:
     payload = {"name": "llama2-7b", "model": "meta-llama/Llama-2-7b-chat-hf", **body}
     status, created = await ctl.admin("POST", "/api/deployments", json=payload)
@@ -42,7 +56,7 @@ async def create(ctl: Controller, **body: Any) -> dict[str, Any]:
     return created
 
 
-async def test_create_get_list_delete(controller: Controller) -> None:
+async def test_create_get_list_delete(controller: Controller, agent_worker: str) -> None:
     config = {"gpu_memory_utilization": 0.9, "max_model_len": 4096}
     created = await create(controller, backend="vllm", config=config)
     assert set(created) == {"id", "name", "status"}
@@ -53,6 +67,9 @@ async def test_create_get_list_delete(controller: Controller) -> None:
     assert set(one) == DEPLOYMENT_KEYS
     assert one["config"] == config
     assert one["backend"] == "vllm"
+    # Placed by the scheduler: the only online worker, a GPU and a port.
+    assert one["worker_id"] == agent_worker
+    assert one["gpu_indices"] == [0] and one["port"] == 40000
     assert one["created_at"].endswith("Z") and one["updated_at"].endswith("Z")
 
     status, listing = await controller.admin("GET", "/api/deployments")
@@ -67,7 +84,8 @@ async def test_create_get_list_delete(controller: Controller) -> None:
 
 async def test_list_pagination_and_filters(controller: Controller) -> None:
     worker_id = await add_worker(controller)
-    ids = [(await create(controller, name=f"model-{i:02d}"))["id"] for i in range(12)]
+    # Rows straight into the store: no agent changes their status meanwhile.
+    ids = [await add_deployment(controller, f"model-{i:02d}", None) for i in range(12)]
     async with controller.app[appkeys.DATABASE].session() as session:
         for deployment_id in ids[:3]:
             row = await session.get(Deployment, deployment_id)
@@ -146,10 +164,36 @@ async def test_bad_query_is_422(controller: Controller, params: dict[str, str], 
         ),
         ({"name": "x", "model": "m", "config": {"max_batch": 8}}, ["config", "max_batch"]),
         ({"name": "x", "model": "m", "colour": "red"}, ["colour"]),
+        ({"name": "x", "model": "m", "config": {"gpu_ids": [0, 0]}}, ["config", "gpu_ids"]),
+        ({"name": "x", "model": "m", "config": {"gpu_ids": []}}, ["config", "gpu_ids"]),
+        ({"name": "x", "model": "m", "config": {"gpu_ids": [-1]}}, ["config", "gpu_ids", 0]),
+        (
+            {"name": "x", "model": "m", "config": {"gpu_ids": [0, 1], "gpu_count": 1}},
+            ["config", "gpu_ids"],
+        ),
+        (
+            {
+                "name": "x",
+                "model": "m",
+                "config": {"gpu_ids": [0, 1, 2], "tensor_parallel_size": 2},
+            },
+            ["config", "gpu_ids"],
+        ),
+        (
+            {"name": "x", "model": "m", "config": {"gpu_count": 0, "tensor_parallel_size": 2}},
+            ["config", "gpu_count"],
+        ),
+        (
+            {"name": "x", "model": "m", "config": {"gpu_count": 3, "tensor_parallel_size": 2}},
+            ["config", "gpu_count"],
+        ),
+        ({"name": "x", "model": "m", "config": {"gpu_count": -1}}, ["config", "gpu_count"]),
+        ({"name": "x", "model": "m", "config": {"gpu_count": True}}, ["config", "gpu_count"]),
+        ({"name": "x", "model": "m", "worker_id": 7}, ["worker_id"]),
     ],
 )
 async def test_invalid_body_is_422_naming_the_field(
-    controller: Controller, payload: dict[str, Any], loc: list[str]
+    controller: Controller, payload: dict[str, Any], loc: list[str | int]
 ) -> None:
     status, body = await controller.admin("POST", "/api/deployments", json=payload)
     assert status == 422, body
@@ -164,7 +208,7 @@ async def test_malformed_body_is_422(controller: Controller, raw: str) -> None:
     assert body["status_code"] == 422 and body["detail"]
 
 
-async def test_full_config_is_accepted(controller: Controller) -> None:
+async def test_full_config_is_accepted(controller: Controller, agent_worker: str) -> None:
     config = {
         "gpu_memory_utilization": 0.45,
         "max_model_len": 8192,
@@ -186,8 +230,8 @@ async def test_full_config_is_accepted(controller: Controller) -> None:
     assert one["config"] == config
 
 
-async def test_duplicate_name_is_409(controller: Controller) -> None:
-    await create(controller, name="dup")
+async def test_duplicate_name_is_409(controller: Controller, agent_worker: str) -> None:
+    await create(controller, name="dup", config={"gpu_count": 0})
     status, body = await controller.admin(
         "POST", "/api/deployments", json={"name": "dup", "model": "m"}
     )
@@ -223,8 +267,8 @@ async def test_worker_must_exist_and_be_online(controller: Controller) -> None:
 
 
 async def test_logs_without_agent_is_503(controller: Controller) -> None:
-    unplaced = await create(controller, name="unplaced")
-    status, body = await controller.admin("GET", f"/api/deployments/{unplaced['id']}/logs")
+    unplaced = await add_deployment(controller, "unplaced", None)
+    status, body = await controller.admin("GET", f"/api/deployments/{unplaced}/logs")
     assert status == 503 and "not placed" in body["detail"]
     worker_id = await add_worker(controller)
     # A worker row without a connected agent cannot take new deployments...

@@ -67,9 +67,15 @@ async def test_agent_joins_and_reports_gpus(fast_controller: Controller, tmp_pat
         assert worker["gpu_info"]["devices"][0]["utilization"] == 42
         assert worker["gpu_info"]["devices"][0]["memory_used"] == 10 * 1024
         assert worker["gpu_info"]["devices"][0]["temperature"] == 61
-    await wait_until(lambda: not ctl.app[appkeys.FLEET].is_connected(agent.worker_id))
-    worker = await worker_view(ctl, agent.worker_id)
-    assert worker["status"] == "offline"
+    await wait_status_of_worker(ctl, agent.worker_id, "offline")
+
+
+async def wait_status_of_worker(ctl: Controller, worker_id: str, wanted: str) -> None:
+    for _ in range(200):
+        if (await worker_view(ctl, worker_id))["status"] == wanted:
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"worker never became {wanted}")
 
 
 async def test_deployment_lifecycle_over_the_stream(
@@ -82,7 +88,12 @@ async def test_deployment_lifecycle_over_the_stream(
             "name": "llama",
             "model": "meta-llama/Llama-2-7b-chat-hf",
             "worker_id": agent.worker_id,
-            "config": {"tensor_parallel_size": 2, "env": {"A": "1"}, "extra_args": ["--x"]},
+            "config": {
+                "tensor_parallel_size": 2,
+                "gpu_memory_utilization": 0.45,
+                "env": {"A": "1"},
+                "extra_args": ["--x"],
+            },
         }
         status, created = await ctl.admin("POST", "/api/deployments", json=body)
         assert status == 201
@@ -102,10 +113,17 @@ async def test_deployment_lifecycle_over_the_stream(
         assert container["id"] == running["container_id"]
         assert container["name"] == "lmstack-llama" and container["status"] == "running"
 
-        # A second deployment gets the next port.
-        body2 = {"name": "small", "model": "m", "worker_id": agent.worker_id}
+        # A second deployment shares a GPU (0.45 + 0.5) and gets the next port.
+        body2 = {
+            "name": "small",
+            "model": "m",
+            "worker_id": agent.worker_id,
+            "config": {"gpu_memory_utilization": 0.5},
+        }
         _, created2 = await ctl.admin("POST", "/api/deployments", json=body2)
-        assert (await wait_status(ctl, created2["id"], "running"))["port"] == 40001
+        small = await wait_status(ctl, created2["id"], "running")
+        assert small["port"] == 40001 and small["gpu_indices"] == [0]
+        assert runtime.specs[created2["id"]].gpu_indices == (0,)
 
         status, _ = await ctl.admin("DELETE", f"/api/deployments/{created['id']}")
         assert status == 204
@@ -251,8 +269,7 @@ async def test_silent_agent_goes_offline_and_requests_time_out(
     assert fleet.is_connected(welcome.worker_id)
     # No heartbeats for 3 intervals: offline, stream closed by the controller.
     await wait_until(lambda: not fleet.is_connected(welcome.worker_id), timeout=3)
-    worker = await worker_view(ctl, welcome.worker_id)
-    assert worker["status"] == "offline"
+    await wait_status_of_worker(ctl, welcome.worker_id, "offline")
     await raw.close()
 
 

@@ -19,14 +19,17 @@ from controller.bootstrap import ADMIN_PASSWORD_FILE
 from controller.main import parse_args
 from shared.settings import ControllerSettings
 from tests.conftest import Controller
+from tests.scheduler.workers import raw_worker
 
 
 async def test_data_and_login_tokens_survive_restart(controller: Controller) -> None:
     token = controller.admin_token
     _, key = await controller.admin("POST", "/api/api-keys", json={"name": "k"})
-    _, created = await controller.admin(
-        "POST", "/api/deployments", json={"name": "m", "model": "x"}
-    )
+    # Creating places the deployment, so a worker must be online for it.
+    async with raw_worker(controller, "gpu-01"):
+        _, created = await controller.admin(
+            "POST", "/api/deployments", json={"name": "m", "model": "x"}
+        )
     _, user = await controller.admin(
         "POST", "/api/users", json={"username": "u", "password": "password-u"}
     )

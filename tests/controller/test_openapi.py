@@ -9,6 +9,7 @@ import jsonschema
 from openapi_spec_validator import validate
 
 from tests.conftest import Controller
+from tests.scheduler.workers import raw_worker
 
 
 async def fetch_doc(ctl: Controller) -> dict[str, Any]:
@@ -47,9 +48,13 @@ def _check(doc: dict[str, Any], path: str, method: str, status: int, body: Any) 
 
 async def test_responses_match_their_schemas(controller: Controller) -> None:
     doc = await fetch_doc(controller)
-    status, created = await controller.admin(
-        "POST", "/api/deployments", json={"name": "m", "model": "x", "config": {"dtype": "auto"}}
-    )
+    # Creating places the deployment, so a worker must be online for it.
+    async with raw_worker(controller, "gpu-01"):
+        status, created = await controller.admin(
+            "POST",
+            "/api/deployments",
+            json={"name": "m", "model": "x", "config": {"dtype": "auto"}},
+        )
     _check(doc, "/api/deployments", "post", status, created)
     calls: list[tuple[str, str, str, Any]] = [
         ("GET", "/api/deployments", "/api/deployments", None),

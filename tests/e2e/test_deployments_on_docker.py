@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import docker
 import docker.errors
+import openai
 
 from tests.conftest import Controller
 from tests.e2e.conftest import AgentProcess
@@ -204,7 +205,7 @@ async def test_wrong_join_token_exits_clearly_without_retrying(
     assert code != 0
     text = "\n".join(agent.output)
     assert "join token" in text
-    assert text.count("reconnecting") == 0
+    assert text.count("reconnecting") == 0, text
     _status, workers = await e2e_controller.admin("GET", "/api/workers")
     assert workers["items"] == []
 
@@ -214,3 +215,36 @@ async def _wait_exit(agent: AgentProcess) -> int:
     code = await asyncio.wait_for(agent.proc.wait(), 15)
     await agent.kill()
     return code
+
+
+async def test_openai_sdk_through_the_gateway_to_a_container(
+    e2e_controller: Controller, agents: Any, engine_image: str, prefix: str
+) -> None:
+    ctl = e2e_controller
+    agent: AgentProcess = agents()
+    await agent.start()
+    worker_id = await agent.wait_online()
+    name = f"{prefix}-gw"
+    created = await create(ctl, worker_id, name, engine_image)
+    await wait_status(ctl, created["id"], "running")
+    _, key = await ctl.admin("POST", "/api/api-keys", json={"name": "sdk"})
+
+    async with openai.AsyncOpenAI(
+        base_url=ctl.url + "/v1", api_key=key["key"], max_retries=0
+    ) as client:
+        assert name in [m.id for m in (await client.models.list()).data]
+        reply = await client.chat.completions.create(
+            model=name, messages=[{"role": "user", "content": "hello there"}], max_tokens=4
+        )
+        assert reply.choices[0].message.content == "lorem ipsum dolor sit"
+        stream = await client.chat.completions.create(
+            model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=3, stream=True
+        )
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        assert text == "lorem ipsum dolor"
+
+    status, usage = await ctl.admin("GET", "/api/usage", params={"deployment": name})
+    assert status == 200
+    assert usage["totals"] == {
+        "requests": 2, "prompt_tokens": 3, "completion_tokens": 7, "total_tokens": 10
+    }  # fmt: skip

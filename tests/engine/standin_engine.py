@@ -12,7 +12,8 @@ It takes vLLM's command line (unknown flags are tolerated) and serves:
 
 Errors use OpenAI's shape (``{"error": {"message", "type", "code"}}``). SIGTERM exits 0.
 ``STANDIN_CRASH_AFTER`` seconds after start the process prints an error line and exits with
-``STANDIN_EXIT_CODE`` (default 3); ``STANDIN_TOKEN_DELAY`` spaces streamed chunks. One line
+``STANDIN_EXIT_CODE`` (default 3); ``STANDIN_TOKEN_DELAY`` is the time per generated token
+(streamed or not). One line
 per request goes to stdout (flushed), after a startup line that echoes the arguments.
 
 Runs on Python 3.11 alone: the test image holds nothing but the interpreter and its stdlib.
@@ -218,6 +219,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
             self._stream(chat, meta, words, usage if include_usage else None)
             return
+        if self.engine.token_delay:
+            # Generation takes as long whether or not it is streamed.
+            time.sleep(self.engine.token_delay * len(words))
         text = " ".join(words)
         if chat:
             choice: dict[str, Any] = {

@@ -1,0 +1,158 @@
+"""The ``lmstack`` argument parser: every leaf command sets ``handler``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TypeAlias
+
+from controller.cli import _commands as cmd
+
+DESCRIPTION = "Manage an LMStack controller over its REST API."
+EPILOG = """\
+controller and credentials:
+  --controller URL, else LMSTACK_URL, else the URL saved by `lmstack login`,
+  else http://127.0.0.1:8088. LMSTACK_TOKEN (a login token or an lmsk_ API key)
+  overrides the token saved by `lmstack login` in
+  $XDG_CONFIG_HOME/lmstack/config.json (default ~/.config/lmstack, mode 0600).
+
+exit codes:
+  0 success   1 the request failed   2 usage error
+  3 not signed in or not allowed (401/403)   4 controller unreachable
+"""
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options accepted before or after the subcommand."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--controller",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help="controller REST URL (env LMSTACK_URL)",
+    )
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print the API's JSON instead of a table",
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="lmstack",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
+    _auth(groups, common)
+    _deployments(groups, common)
+    _workers(groups, common)
+    _keys(groups, common)
+    _users(groups, common)
+    return parser
+
+
+# Only a type: the class is not subscriptable at run time.
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def _leaf(
+    subs: Subparsers, name: str, handler: cmd.Handler, common: argparse.ArgumentParser, help: str
+) -> argparse.ArgumentParser:
+    leaf = subs.add_parser(name, help=help, description=help, parents=[common])
+    leaf.set_defaults(handler=handler)
+    return leaf
+
+
+def _group(groups: Subparsers, name: str, help: str) -> Subparsers:
+    parser = groups.add_parser(name, help=help, description=help)
+    return parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+
+def _password_stdin(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input (for scripts)",
+    )
+
+
+def _auth(groups: Subparsers, common: argparse.ArgumentParser) -> None:
+    login = _leaf(groups, "login", cmd.login, common, "sign in and store a token")
+    login.add_argument("--username", "-u", required=True)
+    _password_stdin(login)
+    _leaf(groups, "logout", cmd.logout, common, "forget the stored token")
+    _leaf(groups, "whoami", cmd.whoami, common, "show the signed-in user")
+
+
+def _deployments(groups: Subparsers, common: argparse.ArgumentParser) -> None:
+    subs = _group(groups, "deployments", "list, inspect, create and delete deployments")
+    listing = _leaf(subs, "list", cmd.deployments_list, common, "list deployments")
+    listing.add_argument("--status", help="only deployments in this status")
+    listing.add_argument("--worker", metavar="WORKER", help="only this worker's (id or name)")
+    listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    get = _leaf(subs, "get", cmd.deployments_get, common, "show one deployment")
+    get.add_argument("ref", metavar="DEPLOYMENT", help="id or name")
+    create = _leaf(subs, "create", cmd.deployments_create, common, "create a deployment")
+    create.add_argument("name", metavar="NAME", help="lowercase, [a-z0-9][a-z0-9._-]*")
+    create.add_argument("--model", "-m", required=True, help="e.g. Qwen/Qwen2.5-0.5B-Instruct")
+    create.add_argument("--backend", default="vllm", choices=["vllm", "sglang", "ollama"])
+    create.add_argument("--worker", metavar="WORKER", help="id or name (default: the scheduler)")
+    create.add_argument(
+        "--config",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="engine setting, VALUE read as JSON when it parses (repeatable)",
+    )
+    create.add_argument("--config-json", metavar="JSON", help="engine settings as a JSON object")
+    delete = _leaf(subs, "delete", cmd.deployments_delete, common, "delete a deployment")
+    delete.add_argument("ref", metavar="DEPLOYMENT", help="id or name")
+    logs = _leaf(subs, "logs", cmd.deployments_logs, common, "print a deployment's engine logs")
+    logs.add_argument("ref", metavar="DEPLOYMENT", help="id or name")
+    logs.add_argument("--lines", "-n", type=int, default=100, help="last N lines (default 100)")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
+    logs.add_argument(
+        "--interval", type=float, default=2.0, help="seconds between polls with --follow"
+    )
+
+
+def _workers(groups: Subparsers, common: argparse.ArgumentParser) -> None:
+    subs = _group(groups, "workers", "list and inspect GPU hosts")
+    _leaf(subs, "list", cmd.workers_list, common, "list workers")
+    get = _leaf(subs, "get", cmd.workers_get, common, "show one worker, its GPUs and deployments")
+    get.add_argument("ref", metavar="WORKER", help="id or name")
+
+
+def _keys(groups: Subparsers, common: argparse.ArgumentParser) -> None:
+    subs = _group(groups, "keys", "manage API keys for the OpenAI-compatible gateway")
+    _leaf(subs, "list", cmd.keys_list, common, "list API keys")
+    create = _leaf(subs, "create", cmd.keys_create, common, "create a key (shown once)")
+    create.add_argument("name", metavar="NAME")
+    delete = _leaf(subs, "delete", cmd.keys_delete, common, "delete (revoke) a key")
+    delete.add_argument("ref", metavar="KEY", help="id or name")
+
+
+def _users(groups: Subparsers, common: argparse.ArgumentParser) -> None:
+    subs = _group(groups, "users", "manage users (admins only)")
+    _leaf(subs, "list", cmd.users_list, common, "list users")
+    create = _leaf(subs, "create", cmd.users_create, common, "create a user")
+    create.add_argument("username", metavar="USERNAME")
+    create.add_argument("--email")
+    create.add_argument("--admin", action="store_true", help="make the user an admin")
+    _password_stdin(create)
+    update = _leaf(subs, "update", cmd.users_update, common, "change email, role or password")
+    update.add_argument("ref", metavar="USER", help="id or username")
+    update.add_argument("--email", help='new address ("" clears it)')
+    update.add_argument(
+        "--admin", action=argparse.BooleanOptionalAction, help="grant or revoke admin"
+    )
+    update.add_argument("--password", action="store_true", help="prompt for a new password")
+    _password_stdin(update)
+    delete = _leaf(subs, "delete", cmd.users_delete, common, "delete a user and their keys")
+    delete.add_argument("ref", metavar="USER", help="id or username")

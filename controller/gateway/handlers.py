@@ -1,0 +1,92 @@
+"""``/v1``: OpenAI-compatible routes. ``model`` is the deployment name."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from controller import appkeys
+from controller.auth import Identity, bearer_token
+from controller.gateway.errors import GatewayError, openai_errors
+from controller.gateway.routes import Route
+from controller.gateway.state import GATEWAY
+from shared.errors import Unauthorized
+
+MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
+async def authenticate(request: web.Request) -> Identity:
+    try:
+        return await request.config_dict[appkeys.AUTH].resolve(bearer_token(request))
+    except Unauthorized as exc:
+        raise GatewayError(401, "invalid_api_key", exc.detail) from None
+
+
+def may_use(identity: Identity, name: str) -> bool:
+    allowed = identity.allowed_deployments
+    return allowed is None or name in allowed
+
+
+async def list_models(request: web.Request) -> web.Response:
+    identity = await authenticate(request)
+    gateway = request.config_dict[GATEWAY]
+    fleet = request.config_dict[appkeys.FLEET]
+    routes = await gateway.routes.running()
+    data = [
+        {"id": r.name, "object": "model", "created": r.created, "owned_by": "lmstack"}
+        for r in routes
+        if may_use(identity, r.name) and r.worker_id and fleet.is_connected(r.worker_id)
+    ]
+    return web.json_response({"object": "list", "data": data})
+
+
+async def _read_json(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise GatewayError(400, "invalid_json", "The request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise GatewayError(400, "invalid_request", "The request body must be a JSON object")
+    return body
+
+
+async def _route_for(request: web.Request, identity: Identity, model: Any) -> Route:
+    if not isinstance(model, str) or not model:
+        raise GatewayError(400, "invalid_request", "'model' is required (a deployment name)")
+    gateway = request.config_dict[GATEWAY]
+    route = await gateway.routes.lookup(model)
+    if route is None or not may_use(identity, model):
+        raise GatewayError(
+            404,
+            "model_not_found",
+            f"The model '{model}' does not exist or you do not have access to it",
+        )
+    if route.status != "running":
+        raise GatewayError(
+            503, "model_not_ready", f"Deployment '{model}' is {route.status}, not running"
+        )
+    fleet = request.config_dict[appkeys.FLEET]
+    if route.worker_id is None or not route.base_url or not fleet.is_connected(route.worker_id):
+        raise GatewayError(503, "worker_offline", f"The worker serving '{model}' is offline")
+    return route
+
+
+async def proxy_handler(request: web.Request) -> web.StreamResponse:
+    """Chat completions, completions and embeddings: forwarded on the same path."""
+    identity = await authenticate(request)
+    body = await _read_json(request)
+    route = await _route_for(request, identity, body.get("model"))
+    body["model"] = route.served_model
+    proxy = request.config_dict[GATEWAY].proxy
+    return await proxy.forward(request, identity, route, request.path, body)
+
+
+def create_gateway_app() -> web.Application:
+    app = web.Application(middlewares=[openai_errors], client_max_size=MAX_BODY_BYTES)
+    app.router.add_get("/models", list_models)
+    for path in ("/chat/completions", "/completions", "/embeddings"):
+        app.router.add_post(path, proxy_handler)
+    return app

@@ -1,0 +1,230 @@
+"""Forwarding a request to its engine, JSON or streamed.
+
+Guarantees:
+* One pooled ``aiohttp.ClientSession`` (keep-alive) to all engines, owned by
+  the app's lifecycle.
+* Streams pass through event by event as they arrive, never buffered whole;
+  idle streams get ``: keep-alive`` comments; an error after the stream has
+  started is sent as an SSE ``data:`` event followed by ``[DONE]``.
+* When the client goes away the upstream request is closed, so the engine
+  stops generating for nobody.
+* Errors before a response has started: engine unreachable or broken → 502,
+  engine too slow → 504 (OpenAI-shaped, see ``errors.py``). Answers the engine
+  gives itself (including its own 4xx/5xx) pass through unchanged.
+* Requests in flight are counted per deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from controller.auth import Identity
+from controller.gateway.errors import GatewayError, error_payload
+from controller.gateway.routes import Route
+from controller.gateway.sse import SSEPassThrough
+from controller.gateway.usage import UsageRecorder
+
+log = logging.getLogger("lmstack.gateway")
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "Connection": "keep-alive",
+    # Tells nginx-style proxies in front of us not to buffer the stream.
+    "X-Accel-Buffering": "no",
+}
+DONE = b"data: [DONE]\n\n"
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float
+    total: float
+    keepalive: float
+
+
+class Proxy:
+    def __init__(self, client: aiohttp.ClientSession, usage: UsageRecorder, timeouts: Timeouts):
+        self._client = client
+        self._usage = usage
+        self._timeouts = timeouts
+        self.in_flight: Counter[str] = Counter()
+
+    async def forward(
+        self,
+        request: web.Request,
+        identity: Identity,
+        route: Route,
+        path: str,
+        body: dict[str, Any],
+    ) -> web.StreamResponse:
+        self.in_flight[route.deployment_id] += 1
+        try:
+            if body.get("stream") is True:
+                return await self._stream(request, identity, route, path, body)
+            return await self._json(identity, route, path, body)
+        finally:
+            self.in_flight[route.deployment_id] -= 1
+            if self.in_flight[route.deployment_id] <= 0:
+                del self.in_flight[route.deployment_id]
+
+    def _record(self, identity: Identity, route: Route, usage: dict[str, Any] | None) -> None:
+        usage = usage or {}
+        self._usage.record(
+            api_key_id=identity.api_key_id,
+            user_id=identity.user_id,
+            deployment_id=route.deployment_id,
+            deployment_name=route.name,
+            prompt_tokens=_int(usage.get("prompt_tokens")),
+            completion_tokens=_int(usage.get("completion_tokens")),
+        )
+
+    async def _json(
+        self, identity: Identity, route: Route, path: str, body: dict[str, Any]
+    ) -> web.Response:
+        timeout = aiohttp.ClientTimeout(total=self._timeouts.total, connect=self._timeouts.connect)
+        try:
+            async with self._client.post(
+                route.base_url + path, data=json.dumps(body), timeout=timeout,
+                headers={"Content-Type": "application/json"},
+            ) as upstream:  # fmt: skip
+                data = await upstream.read()
+                status = upstream.status
+                content_type = upstream.headers.get("Content-Type", "application/json")
+        except TimeoutError:
+            raise _timeout(route) from None
+        except aiohttp.ClientError as exc:
+            raise _broken(route, exc) from None
+        usage = None
+        if status == 200 and content_type.startswith("application/json"):
+            usage = _usage_of(data)
+        self._record(identity, route, usage)
+        return web.Response(body=data, status=status, headers={"Content-Type": content_type})
+
+    async def _stream(
+        self,
+        request: web.Request,
+        identity: Identity,
+        route: Route,
+        path: str,
+        body: dict[str, Any],
+    ) -> web.StreamResponse:
+        options = body.get("stream_options")
+        options = options if isinstance(options, dict) else {}
+        wants_usage = bool(options.get("include_usage"))
+        # Always ask for usage so streamed token counts are exact.
+        body = {**body, "stream_options": {**options, "include_usage": True}}
+        timeout = aiohttp.ClientTimeout(total=None, connect=self._timeouts.connect, sock_read=None)
+        try:
+            upstream = await self._client.post(
+                route.base_url + path, data=json.dumps(body), timeout=timeout,
+                headers={"Content-Type": "application/json"},
+            )  # fmt: skip
+        except TimeoutError:
+            raise _timeout(route) from None
+        except aiohttp.ClientError as exc:
+            raise _broken(route, exc) from None
+        events = SSEPassThrough(forward_usage_chunk=wants_usage)
+        try:
+            if upstream.status != 200 or upstream.content_type != "text/event-stream":
+                # The engine refused before streaming: pass its answer through.
+                data = await upstream.read()
+                content_type = upstream.headers.get("Content-Type", "application/json")
+                return web.Response(
+                    body=data, status=upstream.status, headers={"Content-Type": content_type}
+                )
+            response = web.StreamResponse(status=200, headers=SSE_HEADERS)
+            await response.prepare(request)
+            try:
+                await self._pump(upstream, response, events, route)
+            except ConnectionResetError:
+                log.info("client left a stream of %s; closing the upstream", route.name)
+            return response
+        finally:
+            self._record(identity, route, events.usage)
+            if events.done:
+                upstream.release()
+            else:
+                upstream.close()
+
+    async def _pump(
+        self,
+        upstream: aiohttp.ClientResponse,
+        response: web.StreamResponse,
+        events: SSEPassThrough,
+        route: Route,
+    ) -> None:
+        idle = 0.0
+        keepalive = self._timeouts.keepalive
+        while True:
+            try:
+                async with asyncio.timeout(keepalive):
+                    data = await upstream.content.readany()
+            except TimeoutError:
+                idle += keepalive
+                if idle >= self._timeouts.total:
+                    await _fail(
+                        response,
+                        504,
+                        f"Engine of '{route.name}' stopped sending",
+                        "upstream_timeout",
+                    )
+                    return
+                await response.write(b": keep-alive\n\n")
+                continue
+            except aiohttp.ClientError as exc:
+                await _fail(response, 502, _broken(route, exc).detail, "upstream_error")
+                return
+            idle = 0.0
+            if not data:
+                break
+            out = events.feed(data)
+            if out:
+                await response.write(out)
+        rest = events.rest()
+        if rest:
+            await response.write(rest)
+        if not events.done:
+            await _fail(
+                response, 502, f"Engine of '{route.name}' ended the stream early", "upstream_error"
+            )
+            return
+        await response.write_eof()
+
+
+async def _fail(response: web.StreamResponse, status: int, message: str, code: str) -> None:
+    """An error once the stream has started: an SSE data event, then [DONE]."""
+    payload = json.dumps(error_payload(status, message, code)).encode()
+    await response.write(b"data: " + payload + b"\n\n" + DONE)
+    await response.write_eof()
+
+
+def _usage_of(data: bytes) -> dict[str, Any] | None:
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        return None
+    usage = parsed.get("usage") if isinstance(parsed, dict) else None
+    return usage if isinstance(usage, dict) else None
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _timeout(route: Route) -> GatewayError:
+    return GatewayError(504, "upstream_timeout", f"Engine of '{route.name}' did not answer in time")
+
+
+def _broken(route: Route, exc: aiohttp.ClientError) -> GatewayError:
+    return GatewayError(
+        502, "upstream_error", f"Engine of '{route.name}' at {route.base_url} failed: {exc}"
+    )

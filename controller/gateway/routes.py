@@ -1,0 +1,94 @@
+"""Where each model name is served: the gateway's routing table.
+
+Guarantees:
+* A lookup on the hot path touches no database while its entry is fresh;
+  entries live ``ttl`` seconds and the whole table is dropped whenever the
+  fleet reports a change (connect, disconnect, status report, deploy, stop),
+  so a status change is seen by the next request.
+* Whether the worker is online is asked of the fleet live, per request.
+
+Concurrency: event loop only. Two concurrent misses for the same name may both
+query the store; the later result wins, both are correct.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from controller.store import Database, Deployment, Worker
+
+
+@dataclass(frozen=True)
+class Route:
+    deployment_id: str
+    name: str
+    served_model: str
+    status: str
+    worker_id: str | None
+    base_url: str
+    created: int
+
+
+class RouteTable:
+    def __init__(
+        self, db: Database, *, ttl: float = 5.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._db = db
+        self._ttl = ttl
+        self._clock = clock
+        self._entries: dict[str, tuple[Route | None, float]] = {}
+
+    def invalidate(self) -> None:
+        self._entries.clear()
+
+    async def lookup(self, name: str) -> Route | None:
+        entry = self._entries.get(name)
+        now = self._clock()
+        if entry is not None and entry[1] > now:
+            return entry[0]
+        route = await self._load(name)
+        self._entries[name] = (route, now + self._ttl)
+        return route
+
+    async def _load(self, name: str) -> Route | None:
+        async with self._db.session() as session:
+            found = (
+                await session.execute(
+                    select(Deployment, Worker.advertise_address)
+                    .outerjoin(Worker, Worker.id == Deployment.worker_id)
+                    .where(Deployment.name == name)
+                )
+            ).first()
+        if found is None:
+            return None
+        return _route(found[0], found[1])
+
+    async def running(self) -> list[Route]:
+        async with self._db.session() as session:
+            rows = await session.execute(
+                select(Deployment, Worker.advertise_address)
+                .join(Worker, Worker.id == Deployment.worker_id)
+                .where(Deployment.status == "running")
+                .order_by(Deployment.name)
+            )
+            return [_route(row[0], row[1]) for row in rows]
+
+
+def _route(row: Deployment, address: str | None) -> Route:
+    served = str((row.config or {}).get("served_model_name") or row.name)
+    host = address or ""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 literal
+    return Route(
+        deployment_id=row.id,
+        name=row.name,
+        served_model=served,
+        status=row.status,
+        worker_id=row.worker_id,
+        base_url=f"http://{host}:{row.port}" if host and row.port else "",
+        created=int(row.created_at.timestamp()),
+    )

@@ -1,0 +1,66 @@
+"""What one deployment asks of a worker, derived from its backend and config.
+
+The GPU count and per-GPU fraction come from ``shared.reservation`` (the rule
+the agent's backend adapters use too); this module adds what placement needs
+besides: the pinned indices and which config key decided the count, so a
+rejection can say "tensor_parallel_size 4 > 2 GPUs" rather than a bare number.
+Pure: no I/O, no state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shared.reservation import TENSOR_PARALLEL_BACKENDS, gpu_reservation
+
+# Reservations are floats (0.45 + 0.45 ...); this absorbs their rounding so
+# 0.1 taken ten times still fits one GPU.
+EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class Demand:
+    """``count`` GPUs of one worker with ``fraction`` free on each, or CPU only."""
+
+    count: int
+    fraction: float
+    # Exact GPU indices the user pinned (``config.gpu_ids``), else ``None``.
+    pinned: tuple[int, ...] | None = None
+    # The config key that set ``count``, for explanations.
+    count_source: str = "default"
+
+    @property
+    def cpu_only(self) -> bool:
+        return self.count == 0
+
+    def describe(self) -> str:
+        """``needs 2 GPUs with 0.90 free each`` / ``CPU only``."""
+        if self.cpu_only:
+            return "CPU only"
+        gpus = "1 GPU" if self.count == 1 else f"{self.count} GPUs"
+        each = "" if self.count == 1 else " each"
+        return f"needs {gpus} with {self.fraction:.2f} free{each}"
+
+
+def _count_source(backend: str, config: Mapping[str, Any]) -> str:
+    if config.get("gpu_ids"):
+        return "gpu_ids"
+    if config.get("gpu_count") is not None:
+        return "gpu_count"
+    if config.get("tensor_parallel_size") and backend in TENSOR_PARALLEL_BACKENDS:
+        return "tensor_parallel_size"
+    return "default"
+
+
+def demand_for(backend: str, config: Mapping[str, Any]) -> Demand:
+    """The demand of a ``backend`` deployment with this validated config."""
+    reservation = gpu_reservation(backend, config)
+    ids = config.get("gpu_ids")
+    return Demand(
+        count=reservation.count,
+        fraction=reservation.fraction,
+        pinned=tuple(int(i) for i in ids) if ids else None,
+        count_source=_count_source(backend, config),
+    )

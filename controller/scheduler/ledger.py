@@ -1,0 +1,115 @@
+"""The in-memory ledger: what is reserved where, so a decision never reads the store.
+
+Per worker it books the fraction of each GPU that deployments reserve and the
+host ports they hold; per deployment it keeps its ``Allocation`` so deleting it
+releases exactly what it took.
+
+Invariants:
+* A deployment has at most one allocation; everything in a worker's book
+  belongs to an allocation of that worker.
+* ``reserved[i]`` equals the sum of ``holders[i]``; it is recomputed from the
+  holders on every change, so float rounding never accumulates over time.
+* A host port belongs to at most one deployment of a worker.
+
+Concurrency: plain synchronous code with no awaits. Mutations happen on the
+controller's event loop under ``Fleet.placement_lock`` (see
+``controller.scheduler.service``); reads are safe at any time on the loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+
+class LedgerConflict(ValueError):
+    """An allocation would book a deployment twice or a port for two deployments."""
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """Where a deployment runs: worker, GPU indices, fraction of each, host port."""
+
+    deployment_id: str
+    worker_id: str
+    gpu_indices: tuple[int, ...]
+    fraction: float
+    port: int | None
+
+
+@dataclass
+class WorkerBook:
+    """One worker's reservations."""
+
+    # GPU index → fraction reserved (may exceed 1.0 only if the store says so).
+    reserved: dict[int, float] = field(default_factory=dict)
+    # GPU index → deployment id → fraction.
+    holders: dict[int, dict[str, float]] = field(default_factory=dict)
+    # Host port → deployment id.
+    ports: dict[int, str] = field(default_factory=dict)
+    deployments: int = 0
+
+    def free(self, index: int) -> float:
+        return 1.0 - self.reserved.get(index, 0.0)
+
+    def hold(self, index: int, deployment_id: str, fraction: float) -> None:
+        holders = self.holders.setdefault(index, {})
+        holders[deployment_id] = fraction
+        self.reserved[index] = sum(holders.values())
+
+    def drop(self, index: int, deployment_id: str) -> None:
+        holders = self.holders.get(index, {})
+        holders.pop(deployment_id, None)
+        if holders:
+            self.reserved[index] = sum(holders.values())
+        else:
+            self.holders.pop(index, None)
+            self.reserved.pop(index, None)
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self._books: dict[str, WorkerBook] = {}
+        self._allocations: dict[str, Allocation] = {}
+
+    def __len__(self) -> int:
+        return len(self._allocations)
+
+    def __iter__(self) -> Iterator[Allocation]:
+        return iter(self._allocations.values())
+
+    def book(self, worker_id: str) -> WorkerBook | None:
+        return self._books.get(worker_id)
+
+    def allocation(self, deployment_id: str) -> Allocation | None:
+        return self._allocations.get(deployment_id)
+
+    def add(self, allocation: Allocation) -> None:
+        """Book ``allocation``; ``LedgerConflict`` (and nothing booked) if it clashes."""
+        if allocation.deployment_id in self._allocations:
+            raise LedgerConflict(f"deployment {allocation.deployment_id} is booked already")
+        book = self._books.setdefault(allocation.worker_id, WorkerBook())
+        if allocation.port is not None:
+            holder = book.ports.get(allocation.port)
+            if holder is not None:
+                raise LedgerConflict(
+                    f"port {allocation.port} of worker {allocation.worker_id} is held by {holder}"
+                )
+            book.ports[allocation.port] = allocation.deployment_id
+        for index in allocation.gpu_indices:
+            book.hold(index, allocation.deployment_id, allocation.fraction)
+        book.deployments += 1
+        self._allocations[allocation.deployment_id] = allocation
+
+    def remove(self, deployment_id: str) -> Allocation | None:
+        """Release what ``deployment_id`` holds; ``None`` if it held nothing."""
+        allocation = self._allocations.pop(deployment_id, None)
+        if allocation is None:
+            return None
+        book = self._books[allocation.worker_id]
+        if allocation.port is not None and book.ports.get(allocation.port) == deployment_id:
+            del book.ports[allocation.port]
+        for index in allocation.gpu_indices:
+            book.drop(index, deployment_id)
+        book.deployments -= 1
+        return allocation

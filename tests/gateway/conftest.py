@@ -1,0 +1,125 @@
+"""A gateway in front of the stand-in engine: the real controller, a real agent
+session (in-memory runtime: it only reports), and the stand-in engine running
+as a process on the host port the controller hands the deployment."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from agent.memory_runtime import MemoryRuntime
+from tests.conftest import Controller
+from tests.dockerutil import free_port
+from tests.fleetutil import RunningAgent, run_agent
+
+STANDIN = Path(__file__).resolve().parents[1] / "engine" / "standin_engine.py"
+MODEL = "tiny-chat"
+
+
+@dataclass
+class Engine:
+    port: int
+    proc: asyncio.subprocess.Process
+    log: list[str]
+    reader: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+            await self.proc.wait()
+        if self.reader is not None:
+            await self.reader
+
+
+async def start_engine(port: int, served: str, **env: str) -> Engine:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(STANDIN), "--model", "stand-in/tiny", "--served-model-name", served,
+        "--host", "127.0.0.1", "--port", str(port),
+        env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    engine = Engine(port, proc, [])
+
+    async def collect() -> None:
+        assert proc.stdout is not None
+        async for line in proc.stdout:
+            engine.log.append(line.decode().rstrip())
+
+    engine.reader = asyncio.create_task(collect())
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(engine.url + "/health") as resp:
+                    if resp.status == 200:
+                        return engine
+            await asyncio.sleep(0.05)
+    raise AssertionError("stand-in engine did not start: " + "\n".join(engine.log))
+
+
+@dataclass
+class Stack:
+    ctl: Controller
+    agent: RunningAgent
+    runtime: MemoryRuntime
+    engine: Engine
+    deployment_id: str
+    key: str
+
+    @property
+    def base_url(self) -> str:
+        return self.ctl.url + "/v1"
+
+
+async def make_stack(
+    tmp_path: Path, *, overrides: dict[str, Any] | None = None, **engine_env: str
+) -> AsyncIterator[Stack]:
+    port = free_port()
+    ctl = Controller(
+        data_dir=tmp_path / "data",
+        overrides={
+            "engine_port_min": port,
+            "engine_port_max": port,
+            "heartbeat_interval": 0.2,
+            **(overrides or {}),
+        },
+    )
+    await ctl.start()
+    engine = await start_engine(port, MODEL, **engine_env)
+    runtime = MemoryRuntime()
+    try:
+        async with run_agent(ctl, runtime, tmp_path / "agent") as agent:
+            status, created = await ctl.admin(
+                "POST", "/api/deployments",
+                json={"name": MODEL, "model": "stand-in/tiny", "worker_id": agent.worker_id},
+            )  # fmt: skip
+            assert status == 201, created
+            for _ in range(200):
+                _, row = await ctl.admin("GET", f"/api/deployments/{created['id']}")
+                if row["status"] == "running":
+                    break
+                await asyncio.sleep(0.02)
+            assert row["port"] == port
+            _, key = await ctl.admin("POST", "/api/api-keys", json={"name": "app"})
+            yield Stack(ctl, agent, runtime, engine, created["id"], key["key"])
+    finally:
+        await engine.stop()
+        await ctl.close()
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    async for value in make_stack(tmp_path):
+        yield value
