@@ -42,7 +42,7 @@ async def list_models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": data})
 
 
-async def _read_json(request: web.Request) -> dict[str, Any]:
+async def _read_json(request: web.Request) -> tuple[bytes, dict[str, Any]]:
     raw = await request.read()
     try:
         body = json.loads(raw)
@@ -50,7 +50,7 @@ async def _read_json(request: web.Request) -> dict[str, Any]:
         raise GatewayError(400, "invalid_json", "The request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise GatewayError(400, "invalid_request", "The request body must be a JSON object")
-    return body
+    return raw, body
 
 
 async def _route_for(request: web.Request, identity: Identity, model: Any) -> Route:
@@ -77,11 +77,14 @@ async def _route_for(request: web.Request, identity: Identity, model: Any) -> Ro
 async def proxy_handler(request: web.Request) -> web.StreamResponse:
     """Chat completions, completions and embeddings: forwarded on the same path."""
     identity = await authenticate(request)
-    body = await _read_json(request)
+    raw, body = await _read_json(request)
     route = await _route_for(request, identity, body.get("model"))
-    body["model"] = route.served_model
+    unchanged: bytes | None = raw
+    if body["model"] != route.served_model:
+        body["model"] = route.served_model
+        unchanged = None
     proxy = request.config_dict[GATEWAY].proxy
-    return await proxy.forward(request, identity, route, request.path, body)
+    return await proxy.forward(request, identity, route, body, raw=unchanged)
 
 
 def create_gateway_app() -> web.Application:

@@ -42,6 +42,8 @@ SSE_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 DONE = b"data: [DONE]\n\n"
+_JSON_HEADERS = {"Content-Type": "application/json"}
+_DECODER = json.JSONDecoder()
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,10 @@ class Proxy:
         self._client = client
         self._usage = usage
         self._timeouts = timeouts
+        self._json_timeout = aiohttp.ClientTimeout(total=timeouts.total, connect=timeouts.connect)
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeouts.connect, sock_read=None
+        )
         self.in_flight: Counter[str] = Counter()
 
     async def forward(
@@ -63,14 +69,17 @@ class Proxy:
         request: web.Request,
         identity: Identity,
         route: Route,
-        path: str,
         body: dict[str, Any],
+        *,
+        raw: bytes | None = None,
     ) -> web.StreamResponse:
+        """Forward ``body``; ``raw`` is its exact encoding when it needs no rewrite."""
         self.in_flight[route.deployment_id] += 1
         try:
             if body.get("stream") is True:
-                return await self._stream(request, identity, route, path, body)
-            return await self._json(identity, route, path, body)
+                return await self._stream(request, identity, route, request.path, body)
+            payload = raw if raw is not None else json.dumps(body).encode()
+            return await self._json(identity, route, request.path, payload)
         finally:
             self.in_flight[route.deployment_id] -= 1
             if self.in_flight[route.deployment_id] <= 0:
@@ -88,13 +97,12 @@ class Proxy:
         )
 
     async def _json(
-        self, identity: Identity, route: Route, path: str, body: dict[str, Any]
+        self, identity: Identity, route: Route, path: str, payload: bytes
     ) -> web.Response:
-        timeout = aiohttp.ClientTimeout(total=self._timeouts.total, connect=self._timeouts.connect)
         try:
             async with self._client.post(
-                route.base_url + path, data=json.dumps(body), timeout=timeout,
-                headers={"Content-Type": "application/json"},
+                route.base_url + path, data=payload, timeout=self._json_timeout,
+                headers=_JSON_HEADERS,
             ) as upstream:  # fmt: skip
                 data = await upstream.read()
                 status = upstream.status
@@ -122,11 +130,10 @@ class Proxy:
         wants_usage = bool(options.get("include_usage"))
         # Always ask for usage so streamed token counts are exact.
         body = {**body, "stream_options": {**options, "include_usage": True}}
-        timeout = aiohttp.ClientTimeout(total=None, connect=self._timeouts.connect, sock_read=None)
         try:
             upstream = await self._client.post(
-                route.base_url + path, data=json.dumps(body), timeout=timeout,
-                headers={"Content-Type": "application/json"},
+                route.base_url + path, data=json.dumps(body).encode(),
+                timeout=self._stream_timeout, headers=_JSON_HEADERS,
             )  # fmt: skip
         except TimeoutError:
             raise _timeout(route) from None
@@ -208,11 +215,18 @@ async def _fail(response: web.StreamResponse, status: int, message: str, code: s
 
 
 def _usage_of(data: bytes) -> dict[str, Any] | None:
+    """The ``usage`` object of a JSON answer, decoding only that object (it
+    comes last in OpenAI-style answers; the rest may be long)."""
+    at = data.rfind(b'"usage"')
+    if at < 0:
+        return None
+    start = data.find(b"{", at)
+    if start < 0 or data[at + 7 : start].strip(b" \t\r\n:"):
+        return None  # "usage": null, or not the key we look for
     try:
-        parsed = json.loads(data)
+        usage, _ = _DECODER.raw_decode(data[start:].decode("utf-8", "replace"))
     except ValueError:
         return None
-    usage = parsed.get("usage") if isinstance(parsed, dict) else None
     return usage if isinstance(usage, dict) else None
 
 

@@ -101,9 +101,7 @@ async def test_upstream_timeout_is_504(slow_stack: Stack) -> None:
     ) as client:
         # 10 tokens at 0.3 s each: a JSON answer takes 3 s, past the 1 s limit.
         with pytest.raises(openai.InternalServerError) as info:
-            await client.chat.completions.create(
-                model=MODEL, messages=MESSAGES, max_tokens=10
-            )
+            await client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=10)
     assert info.value.status_code == 504
     assert info.value.code == "upstream_timeout"
 

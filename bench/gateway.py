@@ -1,0 +1,195 @@
+"""Benchmark: the gateway's cost over calling the engine directly.
+
+The same workload, in one run, straight to the stand-in engine and through
+the gateway (controller in its own process, a real agent session reporting
+the deployment running, the stand-in engine as a process):
+
+* non-streaming requests per second at concurrency 1, 16 and 64;
+* p50/p99 latency and the gateway's added latency;
+* streaming time to first token, direct and through the gateway.
+
+Targets on this machine: p50 added latency ≤ 0.5 ms at concurrency 1;
+throughput ≥ 0.7x direct at concurrency 64; TTFT added ≤ 1 ms.
+
+    .venv/bin/python -m bench.gateway [--requests 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from bench.fleetbench import (
+    TOKEN,
+    ControllerProcess,
+    free_port,
+    online_workers,
+    percentile,
+)
+from agent.memory_runtime import MemoryRuntime
+from agent.gpu import SimulatedGpuReader
+from agent.session import AgentSession
+from shared.settings import AgentSettings
+
+STANDIN = Path(__file__).resolve().parents[1] / "tests" / "engine" / "standin_engine.py"
+MODEL = "bench-model"
+BODY = json.dumps(
+    {"model": MODEL, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 8}
+).encode()
+STREAM_BODY = json.dumps(
+    {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "hello"}],
+        "max_tokens": 8,
+        "stream": True,
+    }
+).encode()
+
+
+async def start_engine(port: int) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(STANDIN), "--host", "127.0.0.1", "--port", str(port),
+        "--served-model-name", MODEL, stdout=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(f"http://127.0.0.1:{port}/health") as resp:
+                    if resp.status == 200:
+                        return proc
+            await asyncio.sleep(0.05)
+    raise RuntimeError("stand-in engine did not start")
+
+
+async def load(
+    http: aiohttp.ClientSession, url: str, headers: dict[str, str], concurrency: int, total: int
+) -> tuple[float, list[float]]:
+    """Requests per second and each request's latency in ms."""
+    latencies: list[float] = []
+    remaining = total
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            start = time.perf_counter()
+            async with http.post(url, data=BODY, headers=headers) as resp:
+                await resp.read()
+                assert resp.status == 200, resp.status
+            latencies.append((time.perf_counter() - start) * 1000)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return total / (time.perf_counter() - began), latencies
+
+
+async def ttft(
+    http: aiohttp.ClientSession, url: str, headers: dict[str, str], count: int
+) -> list[float]:
+    samples = []
+    for _ in range(count):
+        start = time.perf_counter()
+        async with http.post(url, data=STREAM_BODY, headers=headers) as resp:
+            async for line in resp.content:
+                if b'"content": "lorem"' in line or b'"content":"lorem"' in line:
+                    samples.append((time.perf_counter() - start) * 1000)
+            assert resp.status == 200
+    return samples
+
+
+async def run(requests: int) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        engine = await start_engine(port)
+        ctl = ControllerProcess(Path(tmp) / "data", heartbeat=5.0)
+        os.environ["LMSTACK_ENGINE_PORT_MIN"] = str(port)
+        os.environ["LMSTACK_ENGINE_PORT_MAX"] = str(port)
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            await ctl.start(http)
+            settings = AgentSettings(
+                controller=f"127.0.0.1:{ctl.grpc_port}", token=TOKEN, name="bench",
+                state_dir=Path(tmp) / "agent", advertise_address="127.0.0.1",
+            )  # fmt: skip
+            session = AgentSession(settings, MemoryRuntime(), SimulatedGpuReader(1, 80))
+            agent = asyncio.create_task(session.run())
+            try:
+                while not (workers := await online_workers(ctl, http)):
+                    await asyncio.sleep(0.05)
+                body = {"name": MODEL, "model": "m", "worker_id": workers[0]}
+                async with http.post(
+                    ctl.url + "/api/deployments", json=body, headers=ctl.headers()
+                ) as resp:
+                    assert resp.status == 201, await resp.text()
+                async with http.post(
+                    ctl.url + "/api/api-keys", json={"name": "bench"}, headers=ctl.headers()
+                ) as resp:
+                    key = (await resp.json())["key"]
+                await asyncio.sleep(0.5)  # the agent reports it running
+                return await measure(http, port, ctl.url, key, requests)
+            finally:
+                agent.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await agent
+                await ctl.stop()
+                engine.terminate()
+                await engine.wait()
+
+
+async def measure(
+    http: aiohttp.ClientSession, port: int, controller: str, key: str, requests: int
+) -> int:
+    direct = f"http://127.0.0.1:{port}/v1/chat/completions"
+    gateway = f"{controller}/v1/chat/completions"
+    auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    plain = {"Content-Type": "application/json"}
+    await load(http, direct, plain, 4, 200)  # warm-up
+    await load(http, gateway, auth, 4, 200)
+    print(f"{requests} non-streaming chat completions per run (8 tokens each)")
+    print(f"{'conc':>4} {'direct rps':>10} {'gw rps':>8} {'ratio':>6} "
+          f"{'direct p50':>10} {'gw p50':>7} {'added p50':>9} {'added p99':>9}")  # fmt: skip
+    verdicts = []
+    for concurrency in (1, 16, 64):
+        d_rps, d_lat = await load(http, direct, plain, concurrency, requests)
+        g_rps, g_lat = await load(http, gateway, auth, concurrency, requests)
+        d50, g50 = statistics.median(d_lat), statistics.median(g_lat)
+        added99 = percentile(g_lat, 99) - percentile(d_lat, 99)
+        print(
+            f"{concurrency:>4} {d_rps:>10.0f} {g_rps:>8.0f} {g_rps / d_rps:>6.2f} "
+            f"{d50:>8.2f}ms {g50:>5.2f}ms {g50 - d50:>7.3f}ms {added99:>7.3f}ms"
+        )
+        if concurrency == 1:
+            verdicts.append(("p50 added <= 0.5 ms at c=1", g50 - d50 <= 0.5))
+        if concurrency == 64:
+            verdicts.append(("throughput >= 0.7x direct at c=64", g_rps / d_rps >= 0.7))
+    d_ttft = await ttft(http, direct.replace("/v1", "/v1"), plain, 200)
+    g_ttft = await ttft(http, gateway, auth, 200)
+    added = statistics.median(g_ttft) - statistics.median(d_ttft)
+    print(
+        f"streaming TTFT p50: direct {statistics.median(d_ttft):.2f} ms, "
+        f"gateway {statistics.median(g_ttft):.2f} ms, added {added:.3f} ms"
+    )
+    verdicts.append(("TTFT added <= 1 ms", added <= 1.0))
+    for name, ok in verdicts:
+        print(f"{name}: {'PASS' if ok else 'FAIL'}")
+    return 0 if all(ok for _, ok in verdicts) else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=2000)
+    raise SystemExit(asyncio.run(run(parser.parse_args().requests)))
+
+
+if __name__ == "__main__":
+    main()
