@@ -30,6 +30,20 @@ docker:
 engine-image: docker
 	bash tests/engine/build_image.sh
 
+# Install the agent on GPU hosts over SSH (root or passwordless sudo there), e.g.
+#   make deploy HOSTS="gpu1 gpu2" CONTROLLER=ctl.example:50051 TOKEN=<data/agent_token>
+# SSH_OPTS: ssh/scp options (-i KEY, -o Port=N); INSTALL_ARGS: extra deploy/install.sh flags.
+HOSTS ?=
+CONTROLLER ?=
+TOKEN ?=
+SSH_OPTS ?=
+INSTALL_ARGS ?=
+export SSH_OPTS
+
+deploy:
+	@LMSTACK_DEPLOY_TOKEN='$(TOKEN)' PYTHON="$$(test -x $(PY) && echo $(PY) || echo $(PYTHON))" \
+		bash scripts/deploy.sh --controller '$(CONTROLLER)' $(HOSTS) -- $(INSTALL_ARGS)
+
 check: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
