@@ -4,6 +4,7 @@ the real agent session on the other end."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ async def test_agents_join_over_tls(pki: Path, tmp_path: Path, client_ca: bool) 
     ctl = Controller(data_dir=tmp_path / "data", overrides=overrides)
     await ctl.start()
     try:
-        tls = {"tls": True, "tls_ca": pki / "ca.pem"}
+        tls: dict[str, Any] = {"tls": True, "tls_ca": pki / "ca.pem"}
         if client_ca:
             tls |= {"tls_cert": pki / "agent.pem", "tls_key": pki / "agent.key"}
         async with run_agent_with(ctl, MemoryRuntime(), tmp_path / "agent", **tls) as agent:
