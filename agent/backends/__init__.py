@@ -7,11 +7,12 @@ shared.
 
 from __future__ import annotations
 
-from agent.backends.base import HF_CACHE_TARGET, Backend, GpuReservation
+from agent.backends.base import HF_CACHE_TARGET, Backend
 from agent.backends.ollama import OllamaBackend
 from agent.backends.sglang import SglangBackend
 from agent.backends.vllm import VllmBackend
 from shared.errors import ConfigError
+from shared.reservation import GpuReservation
 
 DEFAULT_BACKEND = "vllm"
 

@@ -17,21 +17,13 @@ from __future__ import annotations
 import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from agent.types import DeploySpec
+from shared.reservation import GpuReservation, gpu_reservation
 
 # Where the host's Hugging Face cache is mounted in engine containers.
 HF_CACHE_TARGET = "/root/.cache/huggingface"
-
-
-@dataclass(frozen=True)
-class GpuReservation:
-    """``count`` GPUs, ``fraction`` (0-1] of each one's memory."""
-
-    count: int
-    fraction: float
 
 
 class Backend(ABC):
@@ -61,9 +53,12 @@ class Backend(ABC):
         """Environment the engine itself needs (the runtime adds HF_TOKEN and user env)."""
         return {}
 
-    @abstractmethod
     def gpu_reservation(self, config: Mapping[str, Any]) -> GpuReservation:
-        """How many GPUs and what fraction of each one's memory the deployment takes."""
+        """How many GPUs and what fraction of each one the deployment takes.
+
+        The rule lives in ``shared.reservation`` so the controller's scheduler
+        applies exactly the same one."""
+        return gpu_reservation(self.name, config)
 
 
 def served_model_name(spec: DeploySpec) -> str:
@@ -80,15 +75,6 @@ def extra_args(config: Mapping[str, Any]) -> list[str]:
     if isinstance(value, str):
         return shlex.split(value)
     return [str(item) for item in value]
-
-
-def gpu_count(config: Mapping[str, Any], default: int = 1) -> int:
-    """GPUs a deployment needs: ``gpu_ids`` if pinned, else ``gpu_count``, else ``default``."""
-    ids = config.get("gpu_ids")
-    if ids:
-        return len(ids)
-    count = config.get("gpu_count")
-    return int(count) if count else default
 
 
 def flag(args: list[str], config: Mapping[str, Any], key: str, option: str) -> None:

@@ -11,10 +11,7 @@ otherwise. The engine-tuning keys (max_model_len, dtype, served_model_name, ...)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from agent.backends.base import Backend, GpuReservation, extra_args, gpu_count
+from agent.backends.base import Backend, extra_args
 from agent.types import DeploySpec
 
 
@@ -30,7 +27,3 @@ class OllamaBackend(Backend):
     def env(self, spec: DeploySpec) -> dict[str, str]:
         # Listen on every interface of the container, not only its loopback.
         return {"OLLAMA_HOST": f"0.0.0.0:{self.engine_port}"}
-
-    def gpu_reservation(self, config: Mapping[str, Any]) -> GpuReservation:
-        fraction = float(config.get("gpu_memory_utilization") or 1.0)
-        return GpuReservation(count=gpu_count(config, default=1), fraction=fraction)

@@ -11,21 +11,14 @@ the GPU), so 0.9 is reserved to stay on the safe side.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from agent.backends.base import (
     Backend,
-    GpuReservation,
     extra_args,
     flag,
-    gpu_count,
     served_model_name,
     switch,
 )
 from agent.types import DeploySpec
-
-DEFAULT_RESERVED_FRACTION = 0.9
 
 
 class SglangBackend(Backend):
@@ -60,8 +53,3 @@ class SglangBackend(Backend):
         switch(args, config, "enforce_eager", "--disable-cuda-graph")
         flag(args, config, "revision", "--revision")
         return args + extra_args(config)
-
-    def gpu_reservation(self, config: Mapping[str, Any]) -> GpuReservation:
-        tp = int(config.get("tensor_parallel_size") or 1)
-        fraction = float(config.get("gpu_memory_utilization") or DEFAULT_RESERVED_FRACTION)
-        return GpuReservation(count=gpu_count(config, default=tp), fraction=fraction)

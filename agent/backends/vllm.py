@@ -8,21 +8,14 @@ win when given, e.g. for pipeline parallelism through ``extra_args``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from agent.backends.base import (
     Backend,
-    GpuReservation,
     extra_args,
     flag,
-    gpu_count,
     served_model_name,
     switch,
 )
 from agent.types import DeploySpec
-
-DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
 
 
 class VllmBackend(Backend):
@@ -53,8 +46,3 @@ class VllmBackend(Backend):
         switch(args, config, "enforce_eager", "--enforce-eager")
         flag(args, config, "revision", "--revision")
         return args + extra_args(config)
-
-    def gpu_reservation(self, config: Mapping[str, Any]) -> GpuReservation:
-        tp = int(config.get("tensor_parallel_size") or 1)
-        fraction = float(config.get("gpu_memory_utilization") or DEFAULT_GPU_MEMORY_UTILIZATION)
-        return GpuReservation(count=gpu_count(config, default=tp), fraction=fraction)

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller import appkeys
 from controller.http import Endpoint, json_response, parse_body, parse_query, path_id
-from controller.scheduler import Placement, explain
+from controller.scheduler import Placement, Refusal, explain
 from controller.schemas import (
     DeploymentCreate,
     DeploymentCreated,
@@ -120,20 +120,17 @@ async def _place(
             raise NotFound(f"Worker '{body.worker_id}' not found")
         if worker.status != "online" or not fleet.is_connected(worker.id):
             raise ServiceUnavailable(f"Worker '{worker.name}' is offline")
-        candidates = scheduler.candidates([fleet.session(worker.id)])
-    else:
-        candidates = scheduler.candidates(fleet.live_sessions())
-    wanted, result = scheduler.place(
-        body.name, body.backend, config, candidates, explicit_worker=body.worker_id is not None
-    )
-    if isinstance(result, Placement):
+        result = scheduler.place_on(body.name, body.backend, config, fleet.session(worker.id))
+        if isinstance(result, Refusal):
+            raise explain(result)
         return result
-    offline: list[str] = []
-    if body.worker_id is None:
-        online = {c.id for c in candidates}
+    result = scheduler.place_anywhere(body.name, body.backend, config, fleet.live_sessions())
+    if isinstance(result, Refusal):
+        # Only a refusal reads the store, to name the workers that are away.
+        online = {worker.id for worker in result.rejected}
         workers = await session.execute(select(Worker.id, Worker.name))
-        offline = [name for worker_id, name in workers if worker_id not in online]
-    raise explain(wanted, result, offline)
+        raise explain(result, [name for worker_id, name in workers if worker_id not in online])
+    return result
 
 
 async def delete(request: web.Request) -> web.Response:

@@ -9,6 +9,7 @@ Pure: no I/O, no state.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,12 @@ class Demand:
     @property
     def cpu_only(self) -> bool:
         return self.count == 0
+
+    @property
+    def min_worker_free(self) -> float:
+        """A worker with less free capacity in total cannot take this demand
+        (a little under the exact sum, so float rounding never excludes a fit)."""
+        return self.count * self.fraction - 1e-5 if self.count else -math.inf
 
     def describe(self) -> str:
         """``needs 2 GPUs with 0.90 free each`` / ``CPU only``."""

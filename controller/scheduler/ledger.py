@@ -8,7 +8,8 @@ Invariants:
 * A deployment has at most one allocation; everything in a worker's book
   belongs to an allocation of that worker.
 * ``reserved[i]`` equals the sum of ``holders[i]``; it is recomputed from the
-  holders on every change, so float rounding never accumulates over time.
+  holders on every change, so float rounding never accumulates over time. The
+  book's summaries (``partial_frees`` ...) are refreshed on the same change.
 * A host port belongs to at most one deployment of a worker.
 
 Concurrency: plain synchronous code with no awaits. Mutations happen on the
@@ -39,7 +40,11 @@ class Allocation:
 
 @dataclass
 class WorkerBook:
-    """One worker's reservations."""
+    """One worker's reservations, with summaries placement reads in O(1).
+
+    ``partial_frees`` (ascending), ``partial_free_sum`` and ``max_index`` are
+    derived from ``reserved`` and refreshed on every change; GPUs absent from
+    ``reserved`` are wholly free."""
 
     # GPU index → fraction reserved (may exceed 1.0 only if the store says so).
     reserved: dict[int, float] = field(default_factory=dict)
@@ -48,6 +53,12 @@ class WorkerBook:
     # Host port → deployment id.
     ports: dict[int, str] = field(default_factory=dict)
     deployments: int = 0
+    # Free fraction of each GPU with a reservation, ascending.
+    partial_frees: list[float] = field(default_factory=list)
+    # Their sum, each counted at no less than 0.
+    partial_free_sum: float = 0.0
+    # Highest GPU index with a reservation; -1 when none.
+    max_index: int = -1
 
     def free(self, index: int) -> float:
         return 1.0 - self.reserved.get(index, 0.0)
@@ -56,6 +67,7 @@ class WorkerBook:
         holders = self.holders.setdefault(index, {})
         holders[deployment_id] = fraction
         self.reserved[index] = sum(holders.values())
+        self._refresh()
 
     def drop(self, index: int, deployment_id: str) -> None:
         holders = self.holders.get(index, {})
@@ -65,6 +77,12 @@ class WorkerBook:
         else:
             self.holders.pop(index, None)
             self.reserved.pop(index, None)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self.partial_frees = sorted(1.0 - r for r in self.reserved.values())
+        self.partial_free_sum = sum(max(0.0, f) for f in self.partial_frees)
+        self.max_index = max(self.reserved, default=-1)
 
 
 class Ledger:

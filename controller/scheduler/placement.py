@@ -11,36 +11,45 @@ Guarantees:
   the same ledger before anyone else may decide; see ``service``).
 * Deterministic: equal inputs give equal answers; ties go to the worker that
   sorts first by name, then id.
-* When nothing fits, every worker considered gets a ``Rejection`` that says why,
-  with numbers ("only 1 GPU with 0.90 free, 2 needed (best other 0.55)").
+* When nothing fits, the ``Refusal`` says for every worker considered why, with
+  numbers ("only 1 GPU has 0.90 free, 2 needed (best other 0.55)").
 
 Policies (``POLICIES``, chosen by ``LMSTACK_PLACEMENT_POLICY``):
-* ``binpack`` (default): the GPUs with the *least* free capacity that still fits,
-  on the most loaded worker. Keeps whole GPUs and whole workers free for the
-  next large model.
-* ``spread``: the GPUs with the *most* free capacity, on the least loaded
-  worker. Spreads contention and the blast radius of a failing host.
+* ``binpack`` (default): the worker with the *least* free GPU capacity that can
+  take it, and on it the GPUs with the least free capacity that still fit.
+  Keeps whole GPUs and whole workers free for the next large model.
+* ``spread``: the worker with the *most* free GPU capacity, and on it the
+  emptiest GPUs. Spreads contention and the blast radius of a failing host.
+Ties: more deployments first (binpack) or fewer (spread), then name, then id.
 
 A deployment on a worker without GPUs reserves none. Automatic placement puts
 a GPU deployment only on workers with GPUs; naming a GPU-less worker
 (``worker_id``) runs it CPU-only there, and ``config.gpu_count: 0`` asks for CPU
 only anywhere.
 
-Cost: one pass over the candidates, O(GPUs) each, no sorting of the fleet.
+Cost: one pass over the candidates at most, O(log GPUs) per worker for the
+usual one (GPUs numbered 0..n-1) from its book's summaries. A worker's rank
+does not depend on the request, so ``service`` keeps the workers in rank order
+and stops at the first that fits. The GPUs are chosen once, for the winner, and
+reasons are worded only for the workers a refusal names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+import heapq
+import math
+import operator
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from controller.scheduler.capacity import EPSILON, Demand
 from controller.scheduler.ledger import Ledger, WorkerBook
 from shared.errors import Conflict
 
-# At most this many workers are named in a rejection; the rest are counted.
-MAX_EXPLAINED = 50
+# At most this many workers are named in a refusal; the rest are counted.
+MAX_EXPLAINED = 25
 
 _EMPTY_BOOK = WorkerBook()
 
@@ -55,16 +64,21 @@ class WorkerCandidate:
     id: str
     name: str
     gpus: tuple[int, ...]
+    # GPUs numbered 0..n-1, the usual case: the book's summaries then suffice.
+    dense: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dense", self.gpus == tuple(range(len(self.gpus))))
 
 
 @dataclass(frozen=True)
 class PortRange:
     low: int
     high: int
+    size: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def size(self) -> int:
-        return self.high - self.low + 1
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", self.high - self.low + 1)
 
     def __str__(self) -> str:
         return f"{self.low}-{self.high}"
@@ -94,6 +108,34 @@ class Rejection:
     reason: str
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Nothing fits. Reasons are worded only when asked for (``rejections``),
+    so refusing on a large fleet costs no more than scanning it. Read it before
+    the ledger changes (its caller still holds the placement lock)."""
+
+    request: PlacementRequest
+    rejected: tuple[WorkerCandidate, ...]
+    ledger: Ledger
+    ports: PortRange
+
+    def rejections(self, limit: int | None = None) -> list[Rejection]:
+        """Why each rejected worker (the first ``limit`` by name) was rejected."""
+        by_name = operator.attrgetter("name", "id")
+        ordered = (
+            sorted(self.rejected, key=by_name)
+            if limit is None
+            else heapq.nsmallest(limit, self.rejected, key=by_name)
+        )
+        return [
+            Rejection(worker.name, _reason(self.request, worker, self._book(worker), self.ports))
+            for worker in ordered
+        ]
+
+    def _book(self, worker: WorkerCandidate) -> WorkerBook:
+        return self.ledger.book(worker.id) or _EMPTY_BOOK
+
+
 class Unplaceable(Conflict):
     """409: no worker can take the deployment; ``detail`` explains each one."""
 
@@ -108,33 +150,45 @@ class Unplaceable(Conflict):
 class Policy(Protocol):
     name: str
 
-    def pick_gpus(self, fitting: list[FreeGpu], count: int) -> list[FreeGpu]:
-        """``count`` of the GPUs that fit."""
+    def order(self, gpu: FreeGpu) -> tuple[float, int]:
+        """Sort key of a worker's GPUs that fit: the first ``count`` are taken."""
 
-    def rank(self, chosen_free: float, worker_free: float, deployments: int) -> tuple[float, ...]:
-        """Sort key of a feasible worker: the lowest wins."""
+    def rank(self, worker_free: float, deployments: int) -> tuple[float, ...]:
+        """Sort key of a worker (before name and id): the lowest feasible wins.
+        It does not depend on the request, so workers can be kept in rank order
+        and the first one that fits is the answer (``service`` does)."""
+
+    def window(self, order: list[tuple[Any, ...]], min_free: float) -> tuple[int, int]:
+        """The slice of ``order`` (rank keys, sorted) holding every worker with
+        at least ``min_free`` free capacity: the only ones that can fit."""
 
 
 class Binpack:
     name = "binpack"
 
-    def pick_gpus(self, fitting: list[FreeGpu], count: int) -> list[FreeGpu]:
-        return sorted(fitting)[:count]
+    def order(self, gpu: FreeGpu) -> tuple[float, int]:
+        return gpu  # tightest fit first
 
-    def rank(self, chosen_free: float, worker_free: float, deployments: int) -> tuple[float, ...]:
-        # Tightest fit first, then the fuller worker.
-        return (chosen_free, worker_free, -deployments)
+    def rank(self, worker_free: float, deployments: int) -> tuple[float, ...]:
+        # The fullest worker that fits, so empty workers stay empty.
+        return (round(worker_free, 6), -deployments)
+
+    def window(self, order: list[tuple[Any, ...]], min_free: float) -> tuple[int, int]:
+        return bisect_left(order, (round(min_free, 6),)), len(order)
 
 
 class Spread:
     name = "spread"
 
-    def pick_gpus(self, fitting: list[FreeGpu], count: int) -> list[FreeGpu]:
-        return sorted(fitting, key=lambda gpu: (-gpu[0], gpu[1]))[:count]
+    def order(self, gpu: FreeGpu) -> tuple[float, int]:
+        return (-gpu[0], gpu[1])  # emptiest first
 
-    def rank(self, chosen_free: float, worker_free: float, deployments: int) -> tuple[float, ...]:
-        # Emptiest GPUs first, then the worker running the fewest deployments.
-        return (-chosen_free, deployments, -worker_free)
+    def rank(self, worker_free: float, deployments: int) -> tuple[float, ...]:
+        # The emptiest worker, then the one running the fewest deployments.
+        return (-round(worker_free, 6), deployments)
+
+    def window(self, order: list[tuple[Any, ...]], min_free: float) -> tuple[int, int]:
+        return 0, bisect_right(order, (-round(min_free, 6), math.inf))
 
 
 POLICIES: dict[str, Policy] = {policy.name: policy for policy in (Binpack(), Spread())}
@@ -143,112 +197,88 @@ POLICIES: dict[str, Policy] = {policy.name: policy for policy in (Binpack(), Spr
 # ---------------------------------------------------------------- deciding
 
 
-@dataclass(frozen=True)
-class _Option:
-    rank: tuple[float, ...]
-    worker: WorkerCandidate
-    gpus: tuple[int, ...]
-
-
 def place(
     request: PlacementRequest,
-    workers: Sequence[WorkerCandidate],
+    workers: Iterable[WorkerCandidate],
     ledger: Ledger,
     ports: PortRange,
     policy: Policy,
-) -> Placement | list[Rejection]:
-    """The best placement under ``policy``, or why each worker was rejected."""
-    best: _Option | None = None
-    rejections: list[Rejection] = []
+    *,
+    in_rank_order: bool = False,
+) -> Placement | Refusal:
+    """The best placement under ``policy``, or a ``Refusal`` that can say why.
+
+    With ``in_rank_order`` the caller promises ``workers`` come sorted by
+    ``rank_key``, and the first that fits is taken without looking further."""
+    best_key: tuple[Any, ...] | None = None
+    best: tuple[WorkerCandidate, WorkerBook] | None = None
+    rejected: list[WorkerCandidate] = []
     for worker in workers:
         book = ledger.book(worker.id) or _EMPTY_BOOK
-        fit = _fit(request, worker, book, policy)
-        if isinstance(fit, str):
-            rejections.append(Rejection(worker.name, fit))
-        elif not _has_free_port(book, ports):
-            rejections.append(Rejection(worker.name, f"no free host port in {ports}"))
-        else:
-            option = _option(worker, book, fit, policy)
-            if best is None or (option.rank, worker.name, worker.id) < (
-                best.rank,
-                best.worker.name,
-                best.worker.id,
-            ):
-                best = option
+        if not (_has_free_port(book, ports) and _fits(request, worker, book, policy)):
+            rejected.append(worker)
+            continue
+        if in_rank_order:
+            best = (worker, book)
+            break
+        key = rank_key(worker, book, policy)
+        if best_key is None or key < best_key:
+            best_key, best = key, (worker, book)
     if best is None:
-        return rejections
-    book = ledger.book(best.worker.id) or _EMPTY_BOOK
+        return Refusal(request, tuple(rejected), ledger, ports)
+    worker, book = best
+    gpus = _pick(request, worker, book, policy)
     port = _lowest_free_port(book, ports)
-    assert port is not None  # checked by _has_free_port
-    fraction = request.demand.fraction if best.gpus else 0.0
-    return Placement(best.worker.id, best.worker.name, best.gpus, fraction, port)
+    assert gpus is not None and port is not None  # the winner passed both checks
+    fraction = request.demand.fraction if gpus else 0.0
+    return Placement(worker.id, worker.name, gpus, fraction, port)
 
 
-def _option(
-    worker: WorkerCandidate, book: WorkerBook, gpus: tuple[int, ...], policy: Policy
-) -> _Option:
-    reserved = book.reserved
-    chosen_free = sum(1.0 - reserved.get(i, 0.0) for i in gpus)
-    worker_free = sum(max(0.0, 1.0 - reserved.get(i, 0.0)) for i in worker.gpus)
-    return _Option(policy.rank(chosen_free, worker_free, book.deployments), worker, gpus)
+def rank_key(worker: WorkerCandidate, book: WorkerBook, policy: Policy) -> tuple[Any, ...]:
+    """Where ``worker`` stands under ``policy``; unique (it ends with the id)."""
+    return (*policy.rank(worker_free(worker, book), book.deployments), worker.name, worker.id)
 
 
-def _fit(
+def worker_free(worker: WorkerCandidate, book: WorkerBook) -> float:
+    """The worker's free GPU capacity: the sum of each GPU's unreserved fraction."""
+    if worker.dense and book.max_index < len(worker.gpus):
+        return len(worker.gpus) - len(book.partial_frees) + book.partial_free_sum
+    return sum(max(0.0, book.free(i)) for i in worker.gpus)
+
+
+def _fits(
     request: PlacementRequest, worker: WorkerCandidate, book: WorkerBook, policy: Policy
-) -> tuple[int, ...] | str:
-    """The GPUs the deployment would take on ``worker``, or why it cannot."""
+) -> bool:
+    """Whether the deployment fits ``worker``; O(log GPUs) for the usual dense,
+    unpinned case, from the book's summaries."""
+    demand = request.demand
+    n = len(worker.gpus)
+    if n and worker.dense and book.max_index < n and not demand.cpu_only:
+        need = demand.fraction - EPSILON
+        if demand.pinned is not None:
+            return all(i < n and book.free(i) >= need for i in demand.pinned)
+        partial = book.partial_frees
+        return n - bisect_left(partial, need) >= demand.count
+    return _pick(request, worker, book, policy) is not None
+
+
+def _pick(
+    request: PlacementRequest, worker: WorkerCandidate, book: WorkerBook, policy: Policy
+) -> tuple[int, ...] | None:
+    """The GPUs the deployment takes on ``worker`` (``()``: none), or ``None``."""
     demand = request.demand
     if demand.cpu_only:
         return ()
     if not worker.gpus:
-        if request.explicit_worker and demand.pinned is None:
-            return ()
-        return "no GPUs (set config.gpu_count to 0 to run CPU-only)"
+        return () if request.explicit_worker and demand.pinned is None else None
+    need = demand.fraction - EPSILON
     if demand.pinned is not None:
-        return _fit_pinned(demand, demand.pinned, worker, book)
-    if demand.count > len(worker.gpus):
-        return _too_few_gpus(demand, len(worker.gpus))
-    reserved = book.reserved
-    need = demand.fraction - EPSILON
-    free = [(1.0 - reserved.get(i, 0.0), i) for i in worker.gpus]
-    fitting = [gpu for gpu in free if gpu[0] >= need]
+        fits = all(i in worker.gpus and book.free(i) >= need for i in demand.pinned)
+        return tuple(sorted(demand.pinned)) if fits else None
+    fitting = [(book.free(i), i) for i in worker.gpus if book.free(i) >= need]
     if len(fitting) < demand.count:
-        return _short_of_gpus(demand, free, len(fitting))
-    return tuple(sorted(i for _, i in policy.pick_gpus(fitting, demand.count)))
-
-
-def _fit_pinned(
-    demand: Demand, pinned: tuple[int, ...], worker: WorkerCandidate, book: WorkerBook
-) -> tuple[int, ...] | str:
-    problems = []
-    for index in pinned:
-        if index not in worker.gpus:
-            problems.append(f"GPU {index} does not exist (GPUs {_index_list(worker.gpus)})")
-        elif book.free(index) < demand.fraction - EPSILON:
-            problems.append(
-                f"pinned GPU {index} has {_clamp(book.free(index)):.2f} free, "
-                f"{demand.fraction:.2f} needed"
-            )
-    return "; ".join(problems) if problems else tuple(sorted(pinned))
-
-
-def _short_of_gpus(demand: Demand, free: list[FreeGpu], fitting: int) -> str:
-    need = demand.fraction - EPSILON
-    others = [f for f, _ in free if f < need]
-    best = _clamp(max(others, default=0.0))
-    if fitting == 0:
-        return f"no GPU has {demand.fraction:.2f} free (best {best:.2f})"
-    gpus = "GPU has" if fitting == 1 else "GPUs have"
-    return (
-        f"only {fitting} {gpus} {demand.fraction:.2f} free, {demand.count} needed "
-        f"(best other {best:.2f})"
-    )
-
-
-def _too_few_gpus(demand: Demand, has: int) -> str:
-    if demand.count_source in ("tensor_parallel_size", "gpu_count"):
-        return f"{demand.count_source} {demand.count} > {has} GPUs"
-    return f"needs {demand.count} GPUs, has {has}"
+        return None
+    return tuple(sorted(i for _, i in sorted(fitting, key=policy.order)[: demand.count]))
 
 
 def _has_free_port(book: WorkerBook, ports: PortRange) -> bool:
@@ -265,6 +295,81 @@ def _lowest_free_port(book: WorkerBook, ports: PortRange) -> int | None:
     return None
 
 
+# ---------------------------------------------------------------- explaining
+
+
+def explain(refusal: Refusal, offline: Sequence[str] = ()) -> Unplaceable:
+    """The 409 for a request nothing could take: every worker considered, and
+    the ``offline`` ones, by name with the reason (the first ``MAX_EXPLAINED``)."""
+    request = refusal.request
+    what = f"'{request.name}' ({request.demand.describe()})"
+    total = len(refusal.rejected) + len(offline)
+    if total == 0:
+        return Unplaceable(f"No worker can place {what}: no worker is registered", [])
+    named = heapq.nsmallest(
+        MAX_EXPLAINED,
+        [*refusal.rejections(MAX_EXPLAINED), *(Rejection(name, "offline") for name in offline)],
+        key=operator.attrgetter("worker_name"),
+    )
+    if request.explicit_worker and total == 1:
+        only = named[0]
+        return Unplaceable(f"Worker '{only.worker_name}' cannot place {what}: {only.reason}", named)
+    listed = "; ".join(f"{r.worker_name}: {r.reason}" for r in named)
+    if total > len(named):
+        listed += f"; and {total - len(named)} more workers"
+    return Unplaceable(f"No worker can place {what}: {listed}", named)
+
+
+def _reason(
+    request: PlacementRequest, worker: WorkerCandidate, book: WorkerBook, ports: PortRange
+) -> str:
+    """Why ``worker`` cannot take the request, in words and numbers."""
+    demand = request.demand
+    if not _has_free_port(book, ports):
+        return f"no free host port in {ports}"
+    if not worker.gpus:
+        return "no GPUs (set config.gpu_count to 0 to run CPU-only)"
+    if demand.pinned is not None:
+        return _pinned_reason(demand, demand.pinned, worker, book)
+    if demand.count > len(worker.gpus):
+        return _too_few_gpus(demand, len(worker.gpus))
+    return _short_of_gpus(demand, [book.free(i) for i in worker.gpus])
+
+
+def _pinned_reason(
+    demand: Demand, pinned: tuple[int, ...], worker: WorkerCandidate, book: WorkerBook
+) -> str:
+    problems = []
+    for index in pinned:
+        if index not in worker.gpus:
+            problems.append(f"GPU {index} does not exist (GPUs {_index_list(worker.gpus)})")
+        elif book.free(index) < demand.fraction - EPSILON:
+            problems.append(
+                f"pinned GPU {index} has {_clamp(book.free(index)):.2f} free, "
+                f"{demand.fraction:.2f} needed"
+            )
+    return "; ".join(problems)
+
+
+def _short_of_gpus(demand: Demand, free: list[float]) -> str:
+    need = demand.fraction - EPSILON
+    fitting = sum(1 for f in free if f >= need)
+    best = _clamp(max((f for f in free if f < need), default=0.0))
+    if fitting == 0:
+        return f"no GPU has {demand.fraction:.2f} free (best {best:.2f})"
+    gpus = "GPU has" if fitting == 1 else "GPUs have"
+    return (
+        f"only {fitting} {gpus} {demand.fraction:.2f} free, {demand.count} needed "
+        f"(best other {best:.2f})"
+    )
+
+
+def _too_few_gpus(demand: Demand, has: int) -> str:
+    if demand.count_source in ("tensor_parallel_size", "gpu_count"):
+        return f"{demand.count_source} {demand.count} > {has} GPUs"
+    return f"needs {demand.count} GPUs, has {has}"
+
+
 def _clamp(value: float) -> float:
     return min(1.0, max(0.0, value))
 
@@ -273,31 +378,3 @@ def _index_list(indices: tuple[int, ...]) -> str:
     if indices == tuple(range(indices[0], indices[0] + len(indices))):
         return f"{indices[0]}-{indices[-1]}" if len(indices) > 1 else str(indices[0])
     return ", ".join(str(i) for i in indices)
-
-
-# ---------------------------------------------------------------- explaining
-
-
-def explain(
-    request: PlacementRequest,
-    rejections: Sequence[Rejection],
-    offline: Sequence[str] = (),
-) -> Unplaceable:
-    """The 409 for a request nothing could take, naming every worker and why."""
-    everyone = sorted(
-        [*rejections, *(Rejection(name, "offline") for name in offline)],
-        key=lambda r: r.worker_name,
-    )
-    what = f"'{request.name}' ({request.demand.describe()})"
-    if request.explicit_worker and len(everyone) == 1:
-        only = everyone[0]
-        return Unplaceable(
-            f"Worker '{only.worker_name}' cannot place {what}: {only.reason}", everyone
-        )
-    if not everyone:
-        return Unplaceable(f"No worker can place {what}: no worker is registered", everyone)
-    listed = "; ".join(f"{r.worker_name}: {r.reason}" for r in everyone[:MAX_EXPLAINED])
-    rest = len(everyone) - MAX_EXPLAINED
-    if rest > 0:
-        listed += f"; and {rest} more workers"
-    return Unplaceable(f"No worker can place {what}: {listed}", everyone)

@@ -11,9 +11,14 @@ Guarantees:
   ``gpu_indices`` (at the fraction ``shared.reservation`` gives for its backend
   and config) and its port, whatever its status, until it is deleted.
 
+Speed: a decision never reads the store. Workers are kept sorted by their rank
+under the policy (it depends on their free capacity, not on the request), so a
+decision walks them from the best and stops at the first that fits.
+
 Concurrency: runs on the controller's event loop; every method is synchronous
-except ``load``. Mutations (``book``, ``release``, ``load``) happen under
-``Fleet.placement_lock`` or before the server accepts requests.
+except ``load``. Mutations (``book``, ``release``, ``load``, and the rank
+index a decision refreshes) happen under ``Fleet.placement_lock`` or before
+the server accepts requests.
 
 Scope: one controller process owns placement. Two controllers over one
 database would each keep their own ledger and could double-book.
@@ -21,21 +26,24 @@ database would each keep their own ledger and could double-book.
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import operator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import select
 
-from controller.scheduler.capacity import demand_for
-from controller.scheduler.ledger import Allocation, Ledger, LedgerConflict
+from controller.scheduler.capacity import EPSILON, Demand, demand_for
+from controller.scheduler.index import MAX_INDEXED_COUNT, CapEntry, WorkerIndex
+from controller.scheduler.ledger import Allocation, Ledger, LedgerConflict, WorkerBook
 from controller.scheduler.placement import (
     POLICIES,
     Placement,
     PlacementRequest,
     PortRange,
-    Rejection,
+    Refusal,
     WorkerCandidate,
     place,
 )
@@ -77,7 +85,11 @@ class Scheduler:
         self.ledger = Ledger()
         # worker id → (the session's GPU list it was built from, candidate):
         # rebuilt only when a new session brings a new list.
-        self._candidates: dict[str, tuple[list[dict[str, Any]], WorkerCandidate]] = {}
+        self._known: dict[str, tuple[list[dict[str, Any]], WorkerCandidate]] = {}
+        # The known workers by rank and by capacity (``index``).
+        self._index = WorkerIndex(self.policy)
+        # The sessions of the last decision and their candidates.
+        self._online: tuple[tuple[LiveWorker, ...], dict[str, WorkerCandidate]] = ((), {})
 
     # ------------------------------------------------------------ state
 
@@ -137,39 +149,96 @@ class Scheduler:
                 placement.port,
             )
         )
+        self._reindex(placement.worker_id)
 
     def release(self, deployment_id: str) -> Allocation | None:
-        return self.ledger.remove(deployment_id)
+        allocation = self.ledger.remove(deployment_id)
+        if allocation is not None:
+            self._reindex(allocation.worker_id)
+        return allocation
+
+    def _reindex(self, worker_id: str) -> None:
+        known = self._known.get(worker_id)
+        if known is None:
+            return  # not seen online since start; indexed when it connects
+        self._index.update(known[1], self.ledger.book(worker_id) or WorkerBook())
 
     # ------------------------------------------------------------ deciding
 
-    def candidates(self, workers: Iterable[LiveWorker]) -> list[WorkerCandidate]:
-        """Placement's view of the connected workers, cached per session."""
-        out = []
-        for worker in workers:
-            cached = self._candidates.get(worker.worker_id)
-            if (
-                cached is None
-                or cached[0] is not worker.gpu_devices
-                or cached[1].name != worker.name
-            ):
-                gpus = tuple(sorted(int(d["index"]) for d in worker.gpu_devices))
-                cached = (worker.gpu_devices, WorkerCandidate(worker.worker_id, worker.name, gpus))
-                self._candidates[worker.worker_id] = cached
-            out.append(cached[1])
-        return out
+    def candidate(self, worker: LiveWorker) -> WorkerCandidate:
+        """Placement's view of a connected worker, cached per session."""
+        known = self._known.get(worker.worker_id)
+        if known is None or known[0] is not worker.gpu_devices or known[1].name != worker.name:
+            gpus = tuple(sorted(int(d["index"]) for d in worker.gpu_devices))
+            known = (worker.gpu_devices, WorkerCandidate(worker.worker_id, worker.name, gpus))
+            self._known[worker.worker_id] = known
+            self._reindex(worker.worker_id)
+        return known[1]
 
-    def place(
-        self,
-        name: str,
-        backend: str,
-        config: Mapping[str, Any],
-        workers: Sequence[WorkerCandidate],
-        *,
-        explicit_worker: bool = False,
-    ) -> tuple[PlacementRequest, Placement | list[Rejection]]:
-        request = PlacementRequest(name, demand_for(backend, config), explicit_worker)
-        return request, place(request, workers, self.ledger, self.ports, self.policy)
+    def _candidates(self, online: Iterable[LiveWorker]) -> dict[str, WorkerCandidate]:
+        """Worker id → candidate for the ``online`` sessions; rebuilt only when
+        the set of sessions changed since the last decision (checked by
+        identity, at C speed), since a session's GPUs never change."""
+        sessions = tuple(online)
+        last = self._online
+        if len(last[0]) == len(sessions) and all(map(operator.is_, sessions, last[0])):
+            return last[1]
+        candidates = {worker.worker_id: self.candidate(worker) for worker in sessions}
+        self._online = (sessions, candidates)
+        return candidates
+
+    def place_anywhere(
+        self, name: str, backend: str, config: Mapping[str, Any], online: Iterable[LiveWorker]
+    ) -> Placement | Refusal:
+        """The best of the ``online`` workers under the policy. The caller books
+        the placement (or explains the refusal) under the placement lock."""
+        candidates = self._candidates(online)
+        request = PlacementRequest(name, demand_for(backend, config))
+        result = place(
+            request, self._shortlist(request.demand, candidates), self.ledger, self.ports,
+            self.policy, in_rank_order=True,
+        )  # fmt: skip
+        if isinstance(result, Refusal):
+            # The shortlist skipped workers unseen; the refusal names them all.
+            result = Refusal(request, tuple(candidates.values()), self.ledger, self.ports)
+        return result
+
+    def _shortlist(
+        self, demand: Demand, candidates: dict[str, WorkerCandidate]
+    ) -> Iterator[WorkerCandidate]:
+        """The online workers that might fit, best rank first."""
+        index = self._index
+        need = demand.fraction - EPSILON
+        if demand.pinned is not None and demand.pinned[0] < MAX_INDEXED_COUNT:
+            return self._ranked(index.gpu_fitting(demand.pinned[0], need), candidates)
+        if demand.pinned is None and 0 < demand.count <= MAX_INDEXED_COUNT:
+            return self._ranked(index.fitting(demand.count, need), candidates)
+        start, stop = self.policy.window(index.order, demand.min_worker_free)
+        return (
+            candidate
+            for key in itertools.islice(index.order, start, stop)
+            if (candidate := candidates.get(key[-1])) is not None
+        )
+
+    def _ranked(
+        self, fitting: list[CapEntry], candidates: dict[str, WorkerCandidate]
+    ) -> Iterator[WorkerCandidate]:
+        keys = [self._index.rank_of(wid) for _, wid in fitting if wid in candidates]
+        if not keys:
+            return
+        # Usually the best one is taken; sort the rest only if it is not.
+        best = min(keys)
+        yield candidates[best[-1]]
+        for key in sorted(keys):
+            if key is not best:
+                yield candidates[key[-1]]
+
+    def place_on(
+        self, name: str, backend: str, config: Mapping[str, Any], worker: LiveWorker
+    ) -> Placement | Refusal:
+        """GPUs and a port on the worker the user named."""
+        request = PlacementRequest(name, demand_for(backend, config), explicit_worker=True)
+        return place(request, [self.candidate(worker)], self.ledger, self.ports, self.policy)
 
     # ------------------------------------------------------------ views
 

@@ -21,9 +21,10 @@ from tests.fleetutil import run_agent, wait_until, worker_view
 
 
 @pytest.fixture
-async def fast_controller(tmp_path: Path) -> Any:
+async def fast_controller(tmp_path: Path, database_url: str) -> Any:
     ctl = Controller(
         data_dir=tmp_path / "data",
+        database_url=database_url,
         overrides={"heartbeat_interval": 0.1, "agent_request_timeout": 1.0},
     )
     await ctl.start()
@@ -59,11 +60,16 @@ async def test_agent_joins_and_reports_gpus(fast_controller: Controller, tmp_pat
         assert gpu0["name"] == "NVIDIA H100 80GB HBM3" and gpu0["memory"] == 80 * 1024
         assert worker["system_info"]["cpu_count"] >= 1
         assert worker["advertise_address"] == "127.0.0.1"
-        # Heartbeat statistics reach the store within a few intervals.
+        # Heartbeat statistics reach the store within a few intervals (written by
+        # the fleet's loop: a flush of ours may return while its write is in flight).
         fleet = ctl.app[appkeys.FLEET]
         await wait_until(lambda: fleet.session(agent.worker_id).gpu_stats != {})
-        await fleet.flush()
-        worker = await worker_view(ctl, agent.worker_id)
+        for _ in range(100):
+            await fleet.flush()
+            worker = await worker_view(ctl, agent.worker_id)
+            if worker["gpu_info"]["devices"][0]["utilization"] is not None:
+                break
+            await asyncio.sleep(0.02)
         assert worker["gpu_info"]["devices"][0]["utilization"] == 42
         assert worker["gpu_info"]["devices"][0]["memory_used"] == 10 * 1024
         assert worker["gpu_info"]["devices"][0]["temperature"] == 61
