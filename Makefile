@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= ./data
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test check proto proto-check bench deploy docker engine-image clean
+.PHONY: install run test check proto proto-check bench deploy docker engine-image clean migration
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,10 +19,25 @@ install: $(STAMP)
 run: $(STAMP)
 	VENV=$(VENV) DATA_DIR=$(DATA_DIR) bash scripts/run-local.sh
 
-# The suite needs a Docker engine (installed and started when none answers)
-# and the stand-in engine image (built locally: no registry is reachable).
+# The suite needs a Docker engine (installed and started when none answers),
+# the stand-in engine image (built locally: no registry is reachable) and a
+# PostgreSQL server: $$LMSTACK_TEST_DATABASE_URL when set, else a throw-away
+# cluster in a temporary directory, dropped afterwards whether tests pass or not.
+# PYTEST_ARGS: extra pytest arguments, e.g. PYTEST_ARGS="-x tests/store".
+PYTEST_ARGS ?=
 test: $(STAMP) engine-image
-	$(PY) -m pytest
+	@pgdir="$$(mktemp -d /tmp/lmstack-pg.XXXXXX)"; \
+	trap 'bash scripts/stop-postgres.sh "$$pgdir"' EXIT; \
+	url="$$(bash scripts/ensure-postgres.sh "$$pgdir")" && \
+	LMSTACK_TEST_DATABASE_URL="$$url" $(PY) -m pytest $(PYTEST_ARGS)
+
+# A schema revision for what changed in controller/store/models.py, e.g.
+#   make migration MSG="add workers.labels"     (then review and commit the file)
+migration: $(STAMP)
+	@test -n "$(MSG)" || { echo 'usage: make migration MSG="what changed"' >&2; exit 2; }
+	$(PY) -m controller.store.migrate revision "$(MSG)"
+	$(VENV)/bin/ruff check --fix --quiet controller/store/migrations/versions
+	$(VENV)/bin/ruff format --quiet controller/store/migrations/versions
 
 docker:
 	bash scripts/ensure-docker.sh

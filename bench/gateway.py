@@ -29,6 +29,9 @@ from pathlib import Path
 
 import aiohttp
 
+from agent.gpu import SimulatedGpuReader
+from agent.memory_runtime import MemoryRuntime
+from agent.session import AgentSession
 from bench.fleetbench import (
     TOKEN,
     ControllerProcess,
@@ -36,9 +39,6 @@ from bench.fleetbench import (
     online_workers,
     percentile,
 )
-from agent.memory_runtime import MemoryRuntime
-from agent.gpu import SimulatedGpuReader
-from agent.session import AgentSession
 from shared.settings import AgentSettings
 
 STANDIN = Path(__file__).resolve().parents[1] / "tests" / "engine" / "standin_engine.py"

@@ -1,7 +1,8 @@
 """The controller's aiohttp application and its lifecycle.
 
 Start-up order (cleanup contexts, torn down in reverse):
-1. store: data directory, database schema, first admin user;
+1. store: data directory, database schema (upgraded to the newest migration),
+   first admin user;
 2. auth: the authenticator and its ``last_used`` flusher (flushed once more on stop);
 3. fleet: every worker marked offline, the placement ledger rebuilt from the
    store, the gRPC server for agents, the liveness and heartbeat-flush loop.
@@ -9,6 +10,13 @@ Start-up order (cleanup contexts, torn down in reverse):
    then the loop, then a last flush.
 4. gateway: the pooled HTTP client to engines, the routing table (invalidated
    by fleet events) and the usage flusher (flushed once more on stop).
+
+On shutdown (before the cleanup contexts unwind) every dashboard WebSocket is
+closed (``controller.web``).
+
+Metrics (``GET /metrics``, ``controller.metrics``) live on the app from its
+creation: the HTTP middleware records every request, the fleet and the gateway
+record theirs.
 """
 
 from __future__ import annotations
@@ -32,9 +40,17 @@ from controller.gateway.proxy import Proxy, Timeouts
 from controller.gateway.routes import RouteTable
 from controller.gateway.usage import UsageRecorder
 from controller.http import Endpoint, Handler, error_middleware
+from controller.metrics import (
+    METRICS,
+    Metrics,
+    document_metrics,
+    http_middleware,
+    metrics_endpoint,
+)
 from controller.openapi import build_openapi
 from controller.scheduler import build_scheduler
 from controller.store import Database
+from controller.web import setup_web
 from shared.settings import ControllerSettings
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -91,7 +107,9 @@ async def _fleet_ctx(app: web.Application) -> AsyncIterator[None]:
         db,
         heartbeat_interval=settings.heartbeat_interval,
         request_timeout=settings.agent_request_timeout,
+        metrics=app[METRICS],
     )
+    app[METRICS].watch_fleet(fleet)
     await fleet.mark_all_offline()
     app[appkeys.SCHEDULER] = await build_scheduler(settings, db)
     server = FleetServer(settings, fleet, db, agent_token(settings))
@@ -101,11 +119,10 @@ async def _fleet_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        fleet.shut_down()
+        await loop
         await fleet.close_all()
         await server.stop()
-        loop.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await loop
 
 
 async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -122,7 +139,7 @@ async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
         total=settings.gateway_timeout,
         keepalive=settings.gateway_keepalive_seconds,
     )
-    app[GATEWAY] = Gateway(routes, Proxy(client, usage, timeouts), usage)
+    app[GATEWAY] = Gateway(routes, Proxy(client, usage, timeouts, app[METRICS]), usage)
     flusher = asyncio.create_task(usage.run(settings.usage_flush_seconds))
     try:
         yield
@@ -135,11 +152,18 @@ async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: ControllerSettings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+    metrics = Metrics()
+    app = web.Application(
+        middlewares=[http_middleware(metrics), error_middleware], client_max_size=MAX_BODY_BYTES
+    )
     app[appkeys.SETTINGS] = settings
-    app[appkeys.OPENAPI] = json.dumps(build_openapi([*ENDPOINTS, *DOCUMENTED_ONLY])).encode()
-    for endpoint in ENDPOINTS:
+    app[METRICS] = metrics
+    endpoints = [*ENDPOINTS, metrics_endpoint(settings.metrics_public)]
+    doc = document_metrics(build_openapi([*endpoints, *DOCUMENTED_ONLY]))
+    app[appkeys.OPENAPI] = json.dumps(doc).encode()
+    for endpoint in endpoints:
         app.router.add_route(endpoint.method, endpoint.path, guarded(endpoint))
     app.add_subapp("/v1", create_gateway_app())
+    setup_web(app)
     app.cleanup_ctx.extend([_store_ctx, _auth_ctx, _fleet_ctx, _gateway_ctx])
     return app

@@ -1,4 +1,9 @@
-"""``lmstack-controller``: command line → settings → the running controller."""
+"""``lmstack-controller``: command line → settings → the running controller.
+
+``lmstack-controller [FLAGS]`` runs the controller (which upgrades the database
+schema as it starts); ``lmstack-controller migrate [--database-url URL]``
+only upgrades the schema to the newest migration and exits.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from controller.app import create_app
+from controller.bootstrap import prepare_data_dir
+from controller.store import Database
 from shared.errors import LMStackError
 from shared.logging import setup_logging
 from shared.settings import ControllerSettings
@@ -30,27 +37,71 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def parse_args(argv: Sequence[str] | None) -> dict[str, Any]:
+def _store_flags(parser: argparse.ArgumentParser, default: Any = None) -> None:
+    parser.add_argument("--data-dir", default=default, help="data directory (default ./data)")
+    parser.add_argument(
+        "--database-url", default=default, help="SQLAlchemy URL (default: SQLite in data dir)"
+    )
+    parser.add_argument(
+        "--log-level", default=default, choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+
+
+def parse_command(argv: Sequence[str] | None) -> tuple[str, dict[str, Any]]:
+    """The subcommand (``serve`` when none is given) and the settings from flags."""
     parser = argparse.ArgumentParser(
         prog="lmstack-controller",
         description="LMStack controller. Each flag also reads LMSTACK_<FLAG> from the env.",
     )
     parser.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="HTTP port (default 8088)")
-    parser.add_argument("--data-dir", help="data directory (default ./data)")
-    parser.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite in data dir)")
+    _store_flags(parser)
     parser.add_argument("--grpc-port", type=int, help="agent gRPC port (default 50051)")
-    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    commands = parser.add_subparsers(dest="command", metavar="{migrate}")
+    migrate = commands.add_parser(
+        "migrate", help="upgrade the database schema to the newest migration and exit"
+    )
+    # SUPPRESS: flags given before the subcommand are not reset by its defaults.
+    _store_flags(migrate, default=argparse.SUPPRESS)
     args = vars(parser.parse_args(argv))
-    return {key: value for key, value in args.items() if value is not None}
+    command = args.pop("command", None) or "serve"
+    return command, {key: value for key, value in args.items() if value is not None}
+
+
+def parse_args(argv: Sequence[str] | None) -> dict[str, Any]:
+    """The settings given as flags (whatever the subcommand)."""
+    return parse_command(argv)[1]
+
+
+async def migrate(settings: ControllerSettings) -> None:
+    prepare_data_dir(settings.data_dir)
+    db = Database(settings.effective_database_url())
+    try:
+        before = await db.revision()
+        await db.create_schema()
+        after = await db.revision()
+    finally:
+        await db.close()
+    if before == after:
+        log.info("database schema is at %s already", after)
+    else:
+        log.info("database schema upgraded from %s to %s", before or "nothing", after)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     try:
-        settings = ControllerSettings(**parse_args(argv))
+        command, flags = parse_command(argv)
+        settings = ControllerSettings(**flags)
     except ValidationError as exc:
         sys.exit(f"lmstack-controller: invalid settings:\n{exc}")
     setup_logging(settings.log_level)
+    if command == "migrate":
+        try:
+            asyncio.run(migrate(settings))
+        except LMStackError as exc:
+            log.error("%s", exc)
+            sys.exit(1)
+        return
     log.info("starting with settings %s", settings.masked())
     app = create_app(settings)
     try:

@@ -73,6 +73,8 @@ class ControllerSettings(_Base):
     grpc_tls_key: Path | None = None
     # CA that signs agent client certificates; when set, agents must present one.
     grpc_tls_client_ca: Path | None = None
+    # Serve ``GET /metrics`` without a bearer token (for a scraper on a trusted network).
+    metrics_public: bool = False
 
     def effective_database_url(self) -> str:
         if self.database_url:

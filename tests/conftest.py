@@ -1,13 +1,18 @@
 """Fixtures shared by every test: a clean environment and a real controller.
 
 ``controller`` starts the real aiohttp application on an ephemeral port over a
-real SQLite file in a temporary data directory; ``restart()`` stops it and
-starts a fresh one over the same directory.
+real database, once per backend (``database_url``): a SQLite file in a
+temporary data directory, and a fresh PostgreSQL database on the server named
+by ``LMSTACK_TEST_DATABASE_URL`` (``make test`` starts a throw-away one; without
+it the PostgreSQL cases are skipped). ``restart()`` stops the controller and
+starts a fresh one over the same directory and database.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +21,10 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from controller import appkeys
 from controller.app import create_app
@@ -23,6 +32,9 @@ from shared.settings import ControllerSettings
 
 ADMIN_PASSWORD = "admin-password-1"
 AGENT_TOKEN = "test-join-token"
+# Read once at import: ``clean_env`` removes every LMSTACK_ variable per test.
+POSTGRES_ADMIN_URL = os.environ.get("LMSTACK_TEST_DATABASE_URL", "")
+DATABASES = ["sqlite", "postgresql"]
 
 
 @pytest.fixture(autouse=True)
@@ -33,10 +45,43 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+@contextlib.asynccontextmanager
+async def fresh_postgres_database(admin_url: str) -> AsyncIterator[str]:
+    """A new, empty database on the admin URL's server, dropped afterwards
+    (with any connection still open to it)."""
+    name = f"lmstack_test_{uuid.uuid4().hex}"
+    admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            async with admin.connect() as conn:
+                await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        await admin.dispose()
+
+
+@pytest.fixture(params=DATABASES)
+async def database_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """The controller's database URL for this test: "" (SQLite in the data
+    directory) or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield ""
+        return
+    if not POSTGRES_ADMIN_URL:
+        pytest.skip("PostgreSQL: LMSTACK_TEST_DATABASE_URL is unset (`make test` provides one)")
+    async with fresh_postgres_database(POSTGRES_ADMIN_URL) as url:
+        yield url
+
+
 @dataclass
 class Controller:
     data_dir: Path
     overrides: dict[str, Any] = field(default_factory=dict)
+    # "": SQLite in data_dir.
+    database_url: str = ""
     runner: web.AppRunner | None = None
     url: str = ""
     http: aiohttp.ClientSession | None = None
@@ -59,6 +104,7 @@ class Controller:
             "grpc_port": 0,
             "grpc_host": "127.0.0.1",
             "agent_token": AGENT_TOKEN,
+            "database_url": self.database_url,
             **self.overrides,
         }
         return ControllerSettings(**values)
@@ -125,8 +171,8 @@ class Controller:
 
 
 @pytest.fixture
-async def controller(tmp_path: Path) -> AsyncIterator[Controller]:
-    ctl = Controller(data_dir=tmp_path / "data")
+async def controller(tmp_path: Path, database_url: str) -> AsyncIterator[Controller]:
+    ctl = Controller(data_dir=tmp_path / "data", database_url=database_url)
     await ctl.start()
     yield ctl
     await ctl.close()

@@ -15,6 +15,12 @@ Guarantees:
   do not mean 200 transactions a second.
 * A session whose heartbeats stop for ``MISSED_HEARTBEATS`` intervals is closed
   and its worker goes offline; its containers are not touched.
+* Live changes are published on ``Fleet.events`` (``controller.events``):
+  deployment statuses, deletions, workers going online/offline, and GPU
+  statistics at most once per ``GPU_PUSH_SECONDS`` per worker.
+* A log follow (``follow_logs``) receives the chunks the agent sends for its
+  request id; it ends on the agent's ``eof``, when the session closes, or when
+  the deployment is stopped for deletion, and leaving it sends ``StopFollow``.
 
 Concurrency: everything runs on the controller's event loop. ``run()`` is the
 one background loop (liveness and flushing); it is owned by the app's cleanup
@@ -29,13 +35,16 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import update
 
+from controller.events import EventHub
+from controller.metrics import Metrics
 from controller.store import Database, Deployment, Worker
 from controller.store.timeutil import utcnow
 from shared.errors import GatewayTimeout, ServiceUnavailable
@@ -44,6 +53,52 @@ from shared.proto.lmstack.v1 import agent_pb2
 log = logging.getLogger("lmstack.fleet")
 
 MISSED_HEARTBEATS = 3
+# GPU statistics are pushed to dashboards at most this often per worker.
+GPU_PUSH_SECONDS = 1.0
+# Characters of followed log buffered for a slow reader before the oldest go.
+FOLLOW_BUFFER_CHARS = 1024 * 1024
+
+
+class LogFollow:
+    """One FollowLogs in progress: the chunks its agent sent, until it ends."""
+
+    def __init__(self, deployment_id: str) -> None:
+        self.request_id = uuid.uuid4().hex
+        self.deployment_id = deployment_id
+        # Why it ended: None while it runs, "" for the container's end, else the reason.
+        self.end_reason: str | None = None
+        self.dropped = 0
+        self._buffer: deque[str] = deque()
+        self._buffered = 0
+        self._wake = asyncio.Event()
+
+    def offer(self, chunk: agent_pb2.LogChunk) -> None:
+        if chunk.data and self.end_reason is None:
+            self._buffer.append(chunk.data)
+            self._buffered += len(chunk.data)
+            while self._buffered > FOLLOW_BUFFER_CHARS and len(self._buffer) > 1:
+                self._buffered -= len(self._buffer.popleft())
+                self.dropped += 1
+        if chunk.eof:
+            self.end(chunk.error)
+        self._wake.set()
+
+    def end(self, reason: str) -> None:
+        if self.end_reason is None:
+            self.end_reason = reason
+        self._wake.set()
+
+    async def chunks(self) -> AsyncIterator[str]:
+        """Every chunk in order; ends (after the buffered ones) when the follow ends."""
+        while True:
+            while self._buffer:
+                data = self._buffer.popleft()
+                self._buffered -= len(data)
+                yield data
+            if self.end_reason is not None:
+                return
+            self._wake.clear()
+            await self._wake.wait()
 
 
 @dataclass
@@ -62,7 +117,9 @@ class AgentSession:
         default_factory=asyncio.Queue
     )
     closed: bool = False
+    last_pushed: float = float("-inf")
     _pending: dict[str, asyncio.Future[agent_pb2.AgentMessage]] = field(default_factory=dict)
+    _follows: dict[str, LogFollow] = field(default_factory=dict)
 
     def send(self, message: agent_pb2.ControllerMessage) -> None:
         if self.closed:
@@ -81,6 +138,9 @@ class AgentSession:
                     ServiceUnavailable(f"Worker '{self.name}' disconnected ({reason})")
                 )
         self._pending.clear()
+        for follow in self._follows.values():
+            follow.end(f"worker '{self.name}' disconnected")
+        self._follows.clear()
         log.info("session of worker %s (%s) closed: %s", self.name, self.worker_id, reason)
 
     async def request(
@@ -103,6 +163,38 @@ class AgentSession:
         future = self._pending.get(request_id)
         if future is not None and not future.done():
             future.set_result(reply)
+
+    def start_follow(self, follow: LogFollow, tail: int) -> None:
+        self.send(
+            agent_pb2.ControllerMessage(
+                follow_logs=agent_pb2.FollowLogs(
+                    request_id=follow.request_id, deployment_id=follow.deployment_id, tail=tail
+                )
+            )
+        )
+        self._follows[follow.request_id] = follow
+
+    def stop_follow(self, follow: LogFollow, reason: str = "stopped") -> None:
+        """Forget the follow; tell the agent to stop unless it ended already."""
+        self._follows.pop(follow.request_id, None)
+        if follow.end_reason is None and not self.closed:
+            self.send(
+                agent_pb2.ControllerMessage(
+                    stop_follow=agent_pb2.StopFollow(request_id=follow.request_id)
+                )
+            )
+        follow.end(reason)
+
+    def deliver_chunk(self, chunk: agent_pb2.LogChunk) -> None:
+        follow = self._follows.get(chunk.request_id)
+        if follow is not None:
+            follow.offer(chunk)
+            if chunk.eof:
+                del self._follows[chunk.request_id]
+
+    def end_follows(self, deployment_id: str, reason: str) -> None:
+        for follow in [f for f in self._follows.values() if f.deployment_id == deployment_id]:
+            self.stop_follow(follow, reason)
 
     def gpu_info(self) -> dict[str, Any]:
         devices = [{**dev, **self.gpu_stats.get(dev["index"], {})} for dev in self.gpu_devices]
@@ -127,6 +219,38 @@ def deploy_message(row: Deployment) -> agent_pb2.ControllerMessage:
     )
 
 
+def deployment_event(row: Deployment) -> dict[str, Any]:
+    """What dashboards are told when a deployment changes."""
+    return {
+        "type": "deployment",
+        "deployment": {
+            "id": row.id,
+            "name": row.name,
+            "status": row.status,
+            "status_message": row.status_message or "",
+            "worker_id": row.worker_id,
+            "port": row.port,
+            "container_id": row.container_id,
+        },
+    }
+
+
+def worker_event(session: AgentSession, change: str) -> dict[str, Any]:
+    """What dashboards are told on ``change``: online, offline or heartbeat."""
+    last = session.last_heartbeat
+    return {
+        "type": "worker",
+        "change": change,
+        "worker": {
+            "id": session.worker_id,
+            "name": session.name,
+            "status": "offline" if change == "offline" else "online",
+            "gpu_info": session.gpu_info(),
+            "last_heartbeat": last.strftime("%Y-%m-%dT%H:%M:%SZ") if last else None,
+        },
+    }
+
+
 def stop_message(deployment_id: str) -> agent_pb2.ControllerMessage:
     return agent_pb2.ControllerMessage(
         stop=agent_pb2.Stop(deployment_id=deployment_id, remove=True)
@@ -141,8 +265,12 @@ class Fleet:
         heartbeat_interval: float,
         request_timeout: float,
         clock: Callable[[], float] = time.monotonic,
+        events: EventHub | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._db = db
+        self.events = events or EventHub()
+        self.metrics = metrics or Metrics()
         self.heartbeat_interval = heartbeat_interval
         self._request_timeout = request_timeout
         self._clock = clock
@@ -151,6 +279,7 @@ class Fleet:
         # take the same resources.
         self.placement_lock = asyncio.Lock()
         self._listeners: list[Callable[[], None]] = []
+        self._stopping = asyncio.Event()
 
     # ------------------------------------------------------------ change events
 
@@ -189,6 +318,15 @@ class Fleet:
         session.last_seen = self._clock()
         self._sessions[session.worker_id] = session
         self.changed()
+        self.events.publish(worker_event(session, "online"))
+        # Registration stored "online" already; written again now that the
+        # session is live, because an earlier session's detach may have stored
+        # "offline" in between (detach re-checks after its own write).
+        async with self._db.session() as db:
+            await db.execute(
+                update(Worker).where(Worker.id == session.worker_id).values(status="online")
+            )
+            await db.commit()
 
     async def detach(self, session: AgentSession) -> None:
         session.close("stream ended")
@@ -196,6 +334,7 @@ class Fleet:
             return  # replaced by a newer session; the worker stays online
         del self._sessions[session.worker_id]
         self.changed()
+        self.events.publish(worker_event(session, "offline"))
         async with self._db.session() as db:
             await db.execute(
                 update(Worker)
@@ -225,6 +364,10 @@ class Fleet:
             for gpu in beat.gpus
         }
         session.dirty = True
+        now = self._clock()
+        if self.events.subscribers and now - session.last_pushed >= GPU_PUSH_SECONDS:
+            session.last_pushed = now
+            self.events.publish(worker_event(session, "heartbeat"))
 
     @staticmethod
     def _heartbeat_values(session: AgentSession) -> dict[str, Any]:
@@ -241,14 +384,21 @@ class Fleet:
             await db.commit()
 
     async def run(self) -> None:
-        """Close silent sessions and write heartbeat state, once per interval."""
-        while True:
-            await asyncio.sleep(self.heartbeat_interval)
+        """Close silent sessions and write heartbeat state, once per interval,
+        until ``shut_down()``: it ends between two passes, never inside a write."""
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.heartbeat_interval)
+                return
             self.expire_silent()
             try:
                 await self.flush()
             except Exception:
                 log.exception("writing heartbeat state failed; will retry")
+
+    def shut_down(self) -> None:
+        """Ends ``run()`` after its current pass."""
+        self._stopping.set()
 
     def expire_silent(self) -> None:
         deadline = self._clock() - MISSED_HEARTBEATS * self.heartbeat_interval
@@ -302,6 +452,20 @@ class Fleet:
             raise ServiceUnavailable(f"Worker '{session.name}' could not read logs: {result.error}")
         return result.logs
 
+    @contextlib.asynccontextmanager
+    async def follow_logs(
+        self, worker_id: str, deployment_id: str, tail: int
+    ) -> AsyncIterator[LogFollow]:
+        """Follow the deployment's log on its worker while the block runs
+        (``ServiceUnavailable`` when the worker is not connected)."""
+        session = self.session(worker_id)
+        follow = LogFollow(deployment_id)
+        session.start_follow(follow, tail)
+        try:
+            yield follow
+        finally:
+            session.stop_follow(follow)
+
     async def list_containers(self, worker_id: str) -> list[dict[str, Any]]:
         session = self.session(worker_id)
         reply = await session.request(
@@ -329,6 +493,7 @@ class Fleet:
     async def deploy(self, row: Deployment) -> None:
         """Push a Deploy to the deployment's worker if its agent is connected."""
         self.changed()
+        self.events.publish(deployment_event(row))
         if row.worker_id is None:
             return
         session = self._sessions.get(row.worker_id)
@@ -339,6 +504,10 @@ class Fleet:
         """Push a Stop (remove) if the agent is connected; otherwise the next
         Hello's reconciliation removes the orphan."""
         self.changed()
+        # Stop-and-remove is what deleting a deployment does: its followers end.
+        self.events.publish({"type": "deployment_deleted", "id": deployment_id})
+        for live in self._sessions.values():
+            live.end_follows(deployment_id, "deployment deleted")
         session = self._sessions.get(worker_id)
         if session is not None:
             session.send(stop_message(deployment_id))

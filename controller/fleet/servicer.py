@@ -26,7 +26,14 @@ import grpc
 import grpc.aio
 from sqlalchemy import select
 
-from controller.fleet.hub import AgentSession, Fleet, deploy_message, stop_message
+from controller.fleet.hub import (
+    AgentSession,
+    Fleet,
+    deploy_message,
+    deployment_event,
+    stop_message,
+)
+from controller.metrics import CommandTimer
 from controller.security import digests_equal
 from controller.store import Database, Deployment, Worker
 from controller.store.timeutil import utcnow
@@ -113,14 +120,15 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             context.set_code(refused.code)
             context.set_details(refused.details)
             return
-        await self._fleet.attach(session)
-        log.info(
-            "worker %s (%s) connected: agent %s, %d GPUs, %d containers",
-            session.name, session.worker_id, hello.agent_version, len(hello.gpus),
-            len(hello.containers),
-        )  # fmt: skip
         reader: asyncio.Task[None] | None = None
+        commands = self._fleet.metrics.command_timer()
         try:
+            await self._fleet.attach(session)
+            log.info(
+                "worker %s (%s) connected: agent %s, %d GPUs, %d containers",
+                session.name, session.worker_id, hello.agent_version, len(hello.gpus),
+                len(hello.containers),
+            )  # fmt: skip
             interval = self._fleet.heartbeat_interval
             yield agent_pb2.ControllerMessage(
                 welcome=agent_pb2.Welcome(
@@ -131,8 +139,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 )
             )
             await self._reconcile(session, hello.containers)
-            reader = asyncio.create_task(self._read(request_iterator, session))
+            reader = asyncio.create_task(self._read(request_iterator, session, commands))
             while (command := await session.outbound.get()) is not None:
+                commands.sent(command)
                 yield command
         finally:
             if reader is not None:
@@ -222,10 +231,14 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             session.send(stop_message(deployment_id))
 
     async def _read(
-        self, request_iterator: AsyncIterator[agent_pb2.AgentMessage], session: AgentSession
+        self,
+        request_iterator: AsyncIterator[agent_pb2.AgentMessage],
+        session: AgentSession,
+        commands: CommandTimer,
     ) -> None:
         try:
             async for message in request_iterator:
+                commands.received(message)
                 await self._dispatch(session, message)
         except grpc.aio.AioRpcError as exc:
             log.info("worker %s stream broke: %s", session.name, exc.code())
@@ -244,6 +257,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             session.resolve(message.logs_result.request_id, message)
         elif kind == "containers":
             session.resolve(message.containers.request_id, message)
+        elif kind == "log_chunk":
+            session.deliver_chunk(message.log_chunk)
         else:
             log.warning("worker %s sent an unexpected %s; ignored", session.name, kind)
 
@@ -271,6 +286,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             if status.port:
                 row.port = status.port
             await db.commit()
+            self._fleet.events.publish(deployment_event(row))
         log.info(
             "deployment %s on %s: %s %s", row.name, session.name, status.status, status.message
         )

@@ -11,7 +11,9 @@ Guarantees:
 * Errors before a response has started: engine unreachable or broken → 502,
   engine too slow → 504 (OpenAI-shaped, see ``errors.py``). Answers the engine
   gives itself (including its own 4xx/5xx) pass through unchanged.
-* Requests in flight are counted per deployment.
+* Requests in flight are counted per deployment; each forwarded request is
+  recorded in the metrics (status, latency, tokens, time to the first streamed
+  event, gateway failures) without touching the store.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +34,7 @@ from controller.gateway.errors import GatewayError, error_payload
 from controller.gateway.routes import Route
 from controller.gateway.sse import SSEPassThrough
 from controller.gateway.usage import UsageRecorder
+from controller.metrics import Metrics
 
 log = logging.getLogger("lmstack.gateway")
 
@@ -54,8 +58,15 @@ class Timeouts:
 
 
 class Proxy:
-    def __init__(self, client: aiohttp.ClientSession, usage: UsageRecorder, timeouts: Timeouts):
+    def __init__(
+        self,
+        client: aiohttp.ClientSession,
+        usage: UsageRecorder,
+        timeouts: Timeouts,
+        metrics: Metrics | None = None,
+    ):
         self._client = client
+        self._metrics = metrics or Metrics()
         self._usage = usage
         self._timeouts = timeouts
         self._json_timeout = aiohttp.ClientTimeout(total=timeouts.total, connect=timeouts.connect)
@@ -74,27 +85,44 @@ class Proxy:
         raw: bytes | None = None,
     ) -> web.StreamResponse:
         """Forward ``body``; ``raw`` is its exact encoding when it needs no rewrite."""
+        started = time.perf_counter()
+        status = 500
         self.in_flight[route.deployment_id] += 1
         try:
             if body.get("stream") is True:
-                return await self._stream(request, identity, route, request.path, body)
-            payload = raw if raw is not None else json.dumps(body).encode()
-            return await self._json(identity, route, request.path, payload)
+                response = await self._stream(
+                    request, identity, route, request.path, body, started=started
+                )
+            else:
+                payload = raw if raw is not None else json.dumps(body).encode()
+                response = await self._json(identity, route, request.path, payload)
+            status = response.status
+            return response
+        except GatewayError as exc:
+            status = exc.status_code
+            self._metrics.gateway_error(route.name, exc.code)
+            raise
+        except asyncio.CancelledError:
+            status = 499  # the client went away
+            raise
         finally:
+            self._metrics.gateway_request(route.name, status, time.perf_counter() - started)
             self.in_flight[route.deployment_id] -= 1
             if self.in_flight[route.deployment_id] <= 0:
                 del self.in_flight[route.deployment_id]
 
     def _record(self, identity: Identity, route: Route, usage: dict[str, Any] | None) -> None:
         usage = usage or {}
+        prompt, completion = _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
         self._usage.record(
             api_key_id=identity.api_key_id,
             user_id=identity.user_id,
             deployment_id=route.deployment_id,
             deployment_name=route.name,
-            prompt_tokens=_int(usage.get("prompt_tokens")),
-            completion_tokens=_int(usage.get("completion_tokens")),
+            prompt_tokens=prompt,
+            completion_tokens=completion,
         )
+        self._metrics.gateway_tokens(route.name, prompt, completion)
 
     async def _json(
         self, identity: Identity, route: Route, path: str, payload: bytes
@@ -124,6 +152,8 @@ class Proxy:
         route: Route,
         path: str,
         body: dict[str, Any],
+        *,
+        started: float,
     ) -> web.StreamResponse:
         options = body.get("stream_options")
         options = options if isinstance(options, dict) else {}
@@ -151,7 +181,7 @@ class Proxy:
             response = web.StreamResponse(status=200, headers=SSE_HEADERS)
             await response.prepare(request)
             try:
-                await self._pump(upstream, response, events, route)
+                await self._pump(upstream, response, events, route, started)
             except ConnectionResetError:
                 log.info("client left a stream of %s; closing the upstream", route.name)
             return response
@@ -168,8 +198,10 @@ class Proxy:
         response: web.StreamResponse,
         events: SSEPassThrough,
         route: Route,
+        started: float,
     ) -> None:
         idle = 0.0
+        first = True
         keepalive = self._timeouts.keepalive
         while True:
             try:
@@ -178,8 +210,9 @@ class Proxy:
             except TimeoutError:
                 idle += keepalive
                 if idle >= self._timeouts.total:
-                    await _fail(
+                    await self._fail(
                         response,
+                        route,
                         504,
                         f"Engine of '{route.name}' stopped sending",
                         "upstream_timeout",
@@ -188,23 +221,36 @@ class Proxy:
                 await response.write(b": keep-alive\n\n")
                 continue
             except aiohttp.ClientError as exc:
-                await _fail(response, 502, _broken(route, exc).detail, "upstream_error")
+                await self._fail(response, route, 502, _broken(route, exc).detail, "upstream_error")
                 return
             idle = 0.0
             if not data:
                 break
             out = events.feed(data)
             if out:
+                if first:
+                    first = False
+                    self._metrics.first_token(route.name, time.perf_counter() - started)
                 await response.write(out)
         rest = events.rest()
         if rest:
             await response.write(rest)
         if not events.done:
-            await _fail(
-                response, 502, f"Engine of '{route.name}' ended the stream early", "upstream_error"
+            await self._fail(
+                response,
+                route,
+                502,
+                f"Engine of '{route.name}' ended the stream early",
+                "upstream_error",
             )
             return
         await response.write_eof()
+
+    async def _fail(
+        self, response: web.StreamResponse, route: Route, status: int, message: str, code: str
+    ) -> None:
+        self._metrics.gateway_error(route.name, code)
+        await _fail(response, status, message, code)
 
 
 async def _fail(response: web.StreamResponse, status: int, message: str, code: str) -> None:

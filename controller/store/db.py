@@ -1,7 +1,9 @@
 """The database handle: one async engine and its session factory.
 
 SQLite gets WAL journaling, foreign keys and a busy timeout so the API and the
-background writers do not trip over each other. Schema is created on open.
+background writers do not trip over each other; PostgreSQL (asyncpg) runs the
+same code. The schema is made only by migrations (``controller.store.migrate``):
+``create_schema`` upgrades the database to the newest revision.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from alembic.util.exc import CommandError
 from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from controller.store.models import Base
+from controller.store import migrate
 from shared.errors import StoreError
 
 log = logging.getLogger("lmstack.store")
@@ -43,9 +46,20 @@ class Database:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def create_schema(self) -> None:
+        """Upgrade the schema to the newest migration (a no-op when it is there)."""
         try:
             async with self.engine.begin() as conn:
-                await conn.run_sync(Base.metadata.create_all)
+                await conn.run_sync(migrate.upgrade)
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreError(f"cannot open the database: {exc}") from exc
+        except CommandError as exc:
+            raise StoreError(f"cannot migrate the database: {exc}") from exc
+
+    async def revision(self) -> str | None:
+        """The migration revision the database is at (None: not migrated)."""
+        try:
+            async with self.engine.connect() as conn:
+                return await conn.run_sync(migrate.current_revision)
         except (SQLAlchemyError, OSError) as exc:
             raise StoreError(f"cannot open the database: {exc}") from exc
 

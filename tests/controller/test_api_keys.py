@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from controller import appkeys
 from controller.store import ApiKey
@@ -46,6 +46,13 @@ async def test_only_a_hash_is_stored(controller: Controller) -> None:
     async with controller.app[appkeys.DATABASE].session() as session:
         row = (await session.scalars(select(ApiKey))).one()
     assert row.key_hash == hashlib.sha256(created["key"].encode()).hexdigest()
+    if controller.database_url:
+        # PostgreSQL: the whole stored row, as text.
+        async with controller.app[appkeys.DATABASE].session() as session:
+            stored = await session.scalar(text("SELECT CAST(api_keys AS text) FROM api_keys"))
+        assert isinstance(stored, str) and row.key_hash in stored
+        assert created["key"] not in stored
+        return
     db_bytes = (controller.data_dir / "lmstack.db").read_bytes()
     wal = controller.data_dir / "lmstack.db-wal"
     if wal.exists():

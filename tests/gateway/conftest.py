@@ -84,11 +84,16 @@ class Stack:
 
 
 async def make_stack(
-    tmp_path: Path, *, overrides: dict[str, Any] | None = None, **engine_env: str
+    tmp_path: Path,
+    *,
+    overrides: dict[str, Any] | None = None,
+    database_url: str = "",
+    **engine_env: str,
 ) -> AsyncIterator[Stack]:
     port = free_port()
     ctl = Controller(
         data_dir=tmp_path / "data",
+        database_url=database_url,
         overrides={
             "engine_port_min": port,
             "engine_port_max": port,
@@ -120,6 +125,6 @@ async def make_stack(
 
 
 @pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    async for value in make_stack(tmp_path):
+async def stack(tmp_path: Path, database_url: str) -> AsyncIterator[Stack]:
+    async for value in make_stack(tmp_path, database_url=database_url):
         yield value

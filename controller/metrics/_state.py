@@ -1,0 +1,98 @@
+"""Gauges computed when scraped: counts from the store, live state from the fleet.
+
+The store's counts are read by ``refresh`` (the ``/metrics`` handler awaits it
+before rendering), because Prometheus collectors are synchronous; the fleet's
+sessions are read in ``collect`` itself (in memory, on the event loop). Known
+statuses are always reported, as zero when empty, so series do not vanish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, get_args
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+from controller.schemas import DEPLOYMENT_STATUSES, Backend, WorkerStatus
+from controller.store import Deployment, Worker
+
+if TYPE_CHECKING:
+    from controller.fleet import Fleet
+    from controller.store import Database
+
+MIB = 1024 * 1024
+
+
+class StateCollector(Collector):
+    def __init__(self) -> None:
+        self.fleet: Fleet | None = None
+        self._workers: dict[str, int] = {}
+        self._deployments: dict[tuple[str, str], int] = {}
+
+    async def refresh(self, db: Database) -> None:
+        async with db.session() as session:
+            workers = await session.execute(
+                select(Worker.status, func.count()).group_by(Worker.status)
+            )
+            deployments = await session.execute(
+                select(Deployment.status, Deployment.backend, func.count()).group_by(
+                    Deployment.status, Deployment.backend
+                )
+            )
+            self._workers = {status: count for status, count in workers}
+            self._deployments = {(status, backend): count for status, backend, count in deployments}
+
+    def collect(self) -> Iterator[Metric]:
+        yield self._worker_gauge()
+        yield self._deployment_gauge()
+        if self.fleet is not None:
+            yield GaugeMetricFamily(
+                "lmstack_agent_streams_connected",
+                "Agents with a live stream to this controller",
+                value=self.fleet.connected,
+            )
+            yield from _gpu_gauges(self.fleet)
+
+    def _worker_gauge(self) -> GaugeMetricFamily:
+        gauge = GaugeMetricFamily("lmstack_workers", "Workers by status", labels=["status"])
+        counts = dict.fromkeys(get_args(WorkerStatus), 0) | self._workers
+        for status, count in sorted(counts.items()):
+            gauge.add_metric([status], count)
+        return gauge
+
+    def _deployment_gauge(self) -> GaugeMetricFamily:
+        gauge = GaugeMetricFamily(
+            "lmstack_deployments", "Deployments by status and backend", labels=["status", "backend"]
+        )
+        known = {(s, b): 0 for s in DEPLOYMENT_STATUSES for b in get_args(Backend)}
+        for (status, backend), count in sorted((known | self._deployments).items()):
+            gauge.add_metric([status, backend], count)
+        return gauge
+
+
+def _gpu_gauges(fleet: Fleet) -> Iterator[GaugeMetricFamily]:
+    labels = ["worker", "gpu"]
+    used = GaugeMetricFamily(
+        "lmstack_gpu_memory_used_bytes", "GPU memory in use (last heartbeat)", labels=labels
+    )
+    total = GaugeMetricFamily("lmstack_gpu_memory_total_bytes", "GPU memory", labels=labels)
+    utilization = GaugeMetricFamily(
+        "lmstack_gpu_utilization_percent", "GPU utilization, 0-100 (last heartbeat)", labels=labels
+    )
+    temperature = GaugeMetricFamily(
+        "lmstack_gpu_temperature_celsius", "GPU temperature (last heartbeat)", labels=labels
+    )
+    for session in fleet.live_sessions():
+        for device in session.gpu_devices:
+            index = device["index"]
+            key = [session.name, str(index)]
+            total.add_metric(key, device["memory"] * MIB)
+            stats = session.gpu_stats.get(index)
+            if stats is None:
+                continue  # no heartbeat yet
+            used.add_metric(key, stats["memory_used"] * MIB)
+            utilization.add_metric(key, stats["utilization"])
+            temperature.add_metric(key, stats["temperature"])
+    yield from (used, total, utilization, temperature)
