@@ -25,7 +25,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -210,6 +210,10 @@ class UnavailableRuntime:
 
     async def logs(self, deployment_id: str, lines: int) -> str:
         raise RuntimeUnavailable(self._reason)
+
+    async def follow_logs(self, deployment_id: str, tail: int) -> AsyncIterator[str]:
+        raise RuntimeUnavailable(self._reason)
+        yield ""  # pragma: no cover - makes this an async generator
 
     async def close(self) -> None:
         return None

@@ -14,12 +14,17 @@ Behaviour mirrors ``DockerRuntime`` as ``agent.types.Runtime`` documents it:
   ``stopped`` (commands are idempotent).
 * ``logs`` returns the recorded lines; ``ContainerError`` for an unknown
   deployment.
+* ``follow_logs`` yields the last ``tail`` recorded lines, then every line
+  recorded later (``append_log``, a deploy, ``exit_container``), and ends
+  once the container is no longer running or was replaced or removed.
 
 Test hooks: ``exit_container`` makes a container exit with a code (as an
 engine crash would), ``gate`` holds a deployment's next deploy between
 ``pending`` and ``starting`` until the test releases it, ``fail_next_deploy``
 makes one deploy report ``error``, ``events`` records every call and
-``specs`` the latest spec per deployment.
+``specs`` the latest spec per deployment, ``append_log`` writes lines to a
+container's log as a running engine would, ``followers`` counts its live
+log follows.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import asyncio
 import hashlib
 import json
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
@@ -65,6 +71,12 @@ class _Container:
     exit_code: int = 0
     started_at: str = ""
     log_lines: list[str] = field(default_factory=list)
+    # Set (and dropped) whenever its log or state changes; followers wait on them.
+    waiters: set[asyncio.Event] = field(default_factory=set)
+
+    def changed(self) -> None:
+        for waiter in self.waiters:
+            waiter.set()
 
     def snapshot(self) -> ContainerState:
         return ContainerState(
@@ -120,6 +132,7 @@ class MemoryRuntime:
         container.state = RUNNING
         container.started_at = _now()
         container.log_lines.append(f"engine {spec.backend} serving {spec.model}")
+        container.changed()
         await report(self._update(container, RUNNING))
         self.events.append(("deployed", spec.deployment_id))
 
@@ -135,6 +148,7 @@ class MemoryRuntime:
             container.exit_code = 0
         if remove:
             del self._containers[deployment_id]
+        container.changed()
         await report(self._update(container, STOPPED))
         self.events.append(("stopped", deployment_id))
 
@@ -143,6 +157,26 @@ class MemoryRuntime:
         if container is None:
             raise ContainerError(f"no container for deployment {deployment_id}")
         return "\n".join(container.log_lines[-lines:] if lines > 0 else container.log_lines)
+
+    async def follow_logs(self, deployment_id: str, tail: int) -> AsyncIterator[str]:
+        container = self._containers.get(deployment_id)
+        if container is None:
+            raise ContainerError(f"no container for deployment {deployment_id}")
+        sent = max(0, len(container.log_lines) - tail)
+        while True:
+            if sent < len(container.log_lines):
+                lines, sent = container.log_lines[sent:], len(container.log_lines)
+                yield "".join(line + "\n" for line in lines)
+                continue
+            current = self._containers.get(deployment_id)
+            if current is not container or container.state != RUNNING:
+                return
+            waiter = asyncio.Event()
+            container.waiters.add(waiter)
+            try:
+                await waiter.wait()
+            finally:
+                container.waiters.discard(waiter)
 
     async def close(self) -> None:
         """Nothing to release; present so callers treat every runtime alike."""
@@ -155,6 +189,18 @@ class MemoryRuntime:
         container.log_lines.extend(log_lines)
         container.state = "exited"
         container.exit_code = exit_code
+        container.changed()
+
+    def followers(self, deployment_id: str) -> int:
+        """How many ``follow_logs`` wait on the deployment's container now."""
+        container = self._containers.get(deployment_id)
+        return 0 if container is None else len(container.waiters)
+
+    def append_log(self, deployment_id: str, *lines: str) -> None:
+        """Write ``lines`` to the deployment's container log, as its engine would."""
+        container = self._containers[deployment_id]
+        container.log_lines.extend(lines)
+        container.changed()
 
     def gate(self, deployment_id: str) -> asyncio.Event:
         """Hold the next deploy of ``deployment_id`` after ``pending``; set to release."""
@@ -177,7 +223,10 @@ class MemoryRuntime:
             spec_hash=digest,
         )
         # Replaces any container of another spec, like DockerRuntime does.
+        replaced = self._containers.get(spec.deployment_id)
         self._containers[spec.deployment_id] = container
+        if replaced is not None:
+            replaced.changed()
         return container
 
     @staticmethod

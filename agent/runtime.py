@@ -20,10 +20,12 @@ an in-flight deploy before stopping); different deployments may run in parallel.
 from __future__ import annotations
 
 import asyncio
+import codecs
+import concurrent.futures
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -66,6 +68,8 @@ HEALTH_POLL_INTERVAL = 0.5
 HEALTH_REQUEST_TIMEOUT = 2.0
 LOG_TAIL_LINES = 20
 PROGRESS_REPORT_INTERVAL = 1.0
+# Log chunks read ahead of a slow follower before the reader thread waits.
+FOLLOW_QUEUE = 64
 # Docker's zero time, what StartedAt says for a container that never started.
 _ZERO_TIME = "0001-01-01T00:00:00Z"
 
@@ -240,6 +244,57 @@ class DockerRuntime:
         if container is None:
             raise ContainerError(f"no container for deployment {deployment_id}")
         return await self._run(_tail, container, lines if lines > 0 else None)
+
+    async def follow_logs(self, deployment_id: str, tail: int) -> AsyncIterator[str]:
+        """Docker's ``logs(follow=True)`` read in a worker thread, handed to the loop
+        through a bounded queue (the thread waits when the consumer is slow). Closing
+        the generator shuts the log stream's socket, which ends the thread."""
+        container = await self._run(self._find, deployment_id)
+        if container is None:
+            raise ContainerError(f"no container for deployment {deployment_id}")
+        stream = await self._run(
+            container.logs, stdout=True, stderr=True, stream=True, follow=True, tail=tail
+        )
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[bytes | Exception | None] = asyncio.Queue(maxsize=FOLLOW_QUEUE)
+        stop = threading.Event()
+
+        def put(item: bytes | Exception | None) -> None:
+            if stop.is_set():
+                return
+            try:
+                asyncio.run_coroutine_threadsafe(chunks.put(item), loop).result()
+            except (RuntimeError, concurrent.futures.CancelledError):
+                stop.set()  # the loop or the consumer is gone
+
+        def reader() -> None:
+            try:
+                for chunk in stream:
+                    if stop.is_set():
+                        return
+                    put(chunk)
+            except Exception as exc:
+                put(exc)
+            finally:
+                put(None)
+
+        thread = asyncio.ensure_future(asyncio.to_thread(reader))
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        try:
+            while (item := await chunks.get()) is not None:
+                if isinstance(item, Exception):
+                    raise _translate(item) or item
+                text = decoder.decode(item)
+                if text:
+                    yield text
+        finally:
+            stop.set()
+            # Unblock a thread waiting on the queue or on the socket.
+            while not chunks.empty():
+                chunks.get_nowait()
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(stream.close)
+            await asyncio.wait({thread}, timeout=5)
 
     def _find(self, deployment_id: str) -> Container | None:
         found = self._docker().containers.list(

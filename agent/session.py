@@ -330,6 +330,10 @@ class _Connection:
         self._deploying: dict[str, asyncio.Task[None]] = {}
         self._last_containers: list[ContainerState] = []
         self._listing_failed = False
+        # Log follows in progress, by the request id of their FollowLogs.
+        self._follows: dict[str, asyncio.Task[None]] = {}
+        # Follows cancelled by a StopFollow (as opposed to the connection ending).
+        self._stopped_follows: set[str] = set()
 
     # -- commands --------------------------------------------------------------------
 
@@ -354,6 +358,13 @@ class _Connection:
             self._spawn(self._answer_logs(message.fetch_logs), "fetch-logs")
         elif kind == "list_containers":
             self._spawn(self._answer_containers(message.list_containers), "list-containers")
+        elif kind == "follow_logs":
+            self._follow(message.follow_logs)
+        elif kind == "stop_follow":
+            follow = self._follows.get(message.stop_follow.request_id)
+            if follow is not None:
+                self._stopped_follows.add(message.stop_follow.request_id)
+                follow.cancel()
         else:
             logger.warning("ignoring unexpected controller message %r", kind)
 
@@ -429,6 +440,38 @@ class _Connection:
         except Exception as exc:
             result.error = str(exc) or type(exc).__name__
         self._outbox.send(agent_pb2.AgentMessage(logs_result=result))
+
+    def _follow(self, request: agent_pb2.FollowLogs) -> None:
+        if request.request_id in self._follows:
+            return  # a repeated FollowLogs: the follow runs already
+        task = self._tasks.create_task(
+            self._stream_logs(request), name=f"lmstack-follow-{request.request_id}"
+        )
+        self._follows[request.request_id] = task
+        task.add_done_callback(lambda _: self._forget_follow(request.request_id))
+
+    def _forget_follow(self, request_id: str) -> None:
+        self._follows.pop(request_id, None)
+        self._stopped_follows.discard(request_id)
+
+    async def _stream_logs(self, request: agent_pb2.FollowLogs) -> None:
+        def chunk(**fields: Any) -> None:
+            message = agent_pb2.LogChunk(request_id=request.request_id, **fields)
+            self._outbox.send(agent_pb2.AgentMessage(log_chunk=message))
+
+        error = ""
+        try:
+            async for data in self._runtime.follow_logs(request.deployment_id, request.tail):
+                chunk(data=data)
+        except asyncio.CancelledError:
+            if request.request_id not in self._stopped_follows:
+                raise  # the connection is going away, not just this follow
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+        except Exception as exc:
+            error = str(exc) or type(exc).__name__
+        chunk(eof=True, error=error)
 
     async def _answer_containers(self, request: agent_pb2.ListContainers) -> None:
         reply = agent_pb2.Containers(request_id=request.request_id)

@@ -6,7 +6,7 @@ The session (gRPC) talks to a ``Runtime``; ``DockerRuntime`` is the real one,
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -101,4 +101,14 @@ class Runtime(Protocol):
 
     async def logs(self, deployment_id: str, lines: int) -> str:
         """The container's last ``lines`` lines (stdout and stderr)."""
+        ...
+
+    def follow_logs(self, deployment_id: str, tail: int) -> AsyncIterator[str]:
+        """The container's last ``tail`` lines (none for 0), then its output as it
+        is written, in chunks of whole or partial lines.
+
+        Ends when the container stops or goes away; raises ``ContainerError`` when
+        the deployment has no container here. Closing the iterator (or cancelling
+        its consumer) stops following and releases everything it held.
+        """
         ...

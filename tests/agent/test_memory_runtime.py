@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncGenerator
 from dataclasses import replace
 from typing import Any
 
@@ -102,3 +104,43 @@ async def test_logs_of_unknown_deployment_raise_container_error() -> None:
 async def test_unavailable_runtime_says_why() -> None:
     info = await MemoryRuntime(available=False, error="no socket").info()
     assert (info.available, info.error) == (False, "no socket")
+
+
+async def test_follow_logs_sends_the_tail_then_new_lines_until_the_container_stops() -> None:
+    runtime = MemoryRuntime()
+    await runtime.deploy(_spec(), _Reports())
+    runtime.append_log("d1", "line 2", "line 3")
+    follow = runtime.follow_logs("d1", 2)
+    assert await anext(follow) == "line 2\nline 3\n"
+    waiting = asyncio.ensure_future(anext(follow))
+    await asyncio.sleep(0)
+    assert runtime.followers("d1") == 1
+    runtime.append_log("d1", "line 4")
+    assert await waiting == "line 4\n"
+    await runtime.stop("d1", False, _Reports())
+    with pytest.raises(StopAsyncIteration):
+        await anext(follow)
+    assert runtime.followers("d1") == 0
+
+
+async def test_follow_logs_with_zero_tail_skips_old_lines_and_closing_frees_it() -> None:
+    runtime = MemoryRuntime()
+    await runtime.deploy(_spec(), _Reports())
+    follow = runtime.follow_logs("d1", 0)
+    waiting = asyncio.ensure_future(anext(follow))
+    await asyncio.sleep(0)
+    runtime.append_log("d1", "fresh")
+    assert await waiting == "fresh\n"
+    waiting = asyncio.ensure_future(anext(follow))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert isinstance(follow, AsyncGenerator)
+    await follow.aclose()
+    assert runtime.followers("d1") == 0
+
+
+async def test_follow_logs_of_unknown_deployment_raise_container_error() -> None:
+    with pytest.raises(ContainerError):
+        await anext(MemoryRuntime().follow_logs("nope", 10))

@@ -470,3 +470,51 @@ async def test_shutdown_closes_the_stream_and_leaves_containers_running(
     await wait_until(lambda: stub.disconnects == 1)
     assert [c.state for c in await runtime.list_containers()] == ["running"]
     assert ("stop", "d1") not in runtime.events
+
+
+def _chunks(stub: StubController, request_id: str) -> list[agent_pb2.LogChunk]:
+    return [
+        m.log_chunk
+        for m in stub.messages
+        if m.WhichOneof("payload") == "log_chunk" and m.log_chunk.request_id == request_id
+    ]
+
+
+async def test_follow_logs_streams_chunks_until_stop_follow(
+    stub: StubController, start_session: StartSession, runtime: MemoryRuntime
+) -> None:
+    start_session()
+    await wait_until(lambda: stub.connected)
+    stub.push(deploy_command("d1"))
+    await _running(stub, "d1")
+    stub.push(
+        agent_pb2.ControllerMessage(
+            follow_logs=agent_pb2.FollowLogs(request_id="f-1", deployment_id="d1", tail=10)
+        )
+    )
+    await wait_until(lambda: len(_chunks(stub, "f-1")) == 1)
+    assert "serving Qwen/Qwen2.5-0.5B-Instruct" in _chunks(stub, "f-1")[0].data
+    await wait_until(lambda: runtime.followers("d1") == 1)
+    runtime.append_log("d1", "token throughput: 42 tok/s")
+    await wait_until(lambda: len(_chunks(stub, "f-1")) == 2)
+    assert _chunks(stub, "f-1")[1].data == "token throughput: 42 tok/s\n"
+
+    stub.push(agent_pb2.ControllerMessage(stop_follow=agent_pb2.StopFollow(request_id="f-1")))
+    await wait_until(lambda: _chunks(stub, "f-1")[-1].eof)
+    assert _chunks(stub, "f-1")[-1].error == ""
+    assert runtime.followers("d1") == 0
+
+
+async def test_follow_logs_of_a_missing_container_ends_with_an_error(
+    stub: StubController, start_session: StartSession
+) -> None:
+    start_session()
+    await wait_until(lambda: stub.connected)
+    stub.push(
+        agent_pb2.ControllerMessage(
+            follow_logs=agent_pb2.FollowLogs(request_id="f-2", deployment_id="nope", tail=10)
+        )
+    )
+    await wait_until(lambda: bool(_chunks(stub, "f-2")))
+    (chunk,) = _chunks(stub, "f-2")
+    assert chunk.eof and "nope" in chunk.error

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import aiohttp
@@ -280,6 +281,45 @@ async def test_name_taken_by_foreign_container_is_an_error(
         foreign.reload()  # still there: LMStack never removes what is not its own
     finally:
         foreign.remove(force=True)
+
+
+async def test_follow_logs_streams_new_lines_and_ends_with_the_container(
+    runtime: DockerRuntime, make_spec: SpecFactory, recorder: Recorder
+) -> None:
+    spec = make_spec()
+    await runtime.deploy(spec, recorder)
+    assert recorder.statuses[-1] == RUNNING
+    follow = runtime.follow_logs(spec.deployment_id, 5)
+    seen = ""
+    async with asyncio.timeout(20):
+        while "standin: starting engine" not in seen:
+            seen += await anext(follow)
+        status, _ = await get_json(f"http://127.0.0.1:{spec.host_port}/health")
+        assert status == 200
+        while "GET /health -> 200" not in seen:
+            seen += await anext(follow)
+        await runtime.stop(spec.deployment_id, False, recorder)
+        # The container stopped: the follow drains what is left, then ends.
+        async for chunk in follow:
+            seen += chunk
+    assert "standin: stopped" in seen
+
+
+async def test_follow_logs_can_be_left_early(
+    runtime: DockerRuntime, make_spec: SpecFactory, recorder: Recorder
+) -> None:
+    spec = make_spec()
+    await runtime.deploy(spec, recorder)
+    follow = runtime.follow_logs(spec.deployment_id, 5)
+    async with asyncio.timeout(20):
+        assert await anext(follow)
+        assert isinstance(follow, AsyncGenerator)
+        await follow.aclose()  # the reader thread ends; nothing lingers
+
+
+async def test_follow_logs_of_unknown_deployment(runtime: DockerRuntime) -> None:
+    with pytest.raises(ContainerError):
+        await anext(runtime.follow_logs("no-such-deployment", 10))
 
 
 async def test_logs_of_unknown_deployment(runtime: DockerRuntime) -> None:

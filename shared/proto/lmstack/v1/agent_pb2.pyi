@@ -35,6 +35,7 @@ class AgentMessage(_message.Message):
     DEPLOYMENT_STATUS_FIELD_NUMBER: _builtins.int
     LOGS_RESULT_FIELD_NUMBER: _builtins.int
     CONTAINERS_FIELD_NUMBER: _builtins.int
+    LOG_CHUNK_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello: ...
     @_builtins.property
@@ -45,6 +46,8 @@ class AgentMessage(_message.Message):
     def logs_result(self) -> Global___LogsResult: ...
     @_builtins.property
     def containers(self) -> Global___Containers: ...
+    @_builtins.property
+    def log_chunk(self) -> Global___LogChunk: ...
     def __init__(
         self,
         *,
@@ -53,12 +56,13 @@ class AgentMessage(_message.Message):
         deployment_status: Global___DeploymentStatus | None = ...,
         logs_result: Global___LogsResult | None = ...,
         containers: Global___Containers | None = ...,
+        log_chunk: Global___LogChunk | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["containers", b"containers", "deployment_status", b"deployment_status", "heartbeat", b"heartbeat", "hello", b"hello", "logs_result", b"logs_result", "payload", b"payload"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["containers", b"containers", "deployment_status", b"deployment_status", "heartbeat", b"heartbeat", "hello", b"hello", "log_chunk", b"log_chunk", "logs_result", b"logs_result", "payload", b"payload"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["containers", b"containers", "deployment_status", b"deployment_status", "heartbeat", b"heartbeat", "hello", b"hello", "logs_result", b"logs_result", "payload", b"payload"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["containers", b"containers", "deployment_status", b"deployment_status", "heartbeat", b"heartbeat", "hello", b"hello", "log_chunk", b"log_chunk", "logs_result", b"logs_result", "payload", b"payload"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["hello", "heartbeat", "deployment_status", "logs_result", "containers"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["hello", "heartbeat", "deployment_status", "logs_result", "containers", "log_chunk"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -378,6 +382,40 @@ class Containers(_message.Message):
 Global___Containers: _TypeAlias = Containers  # noqa: Y015
 
 @_typing.final
+class LogChunk(_message.Message):
+    """A piece of a followed deployment's log (answers FollowLogs). The last chunk
+    of a follow has eof set: the container stopped, the follow was stopped, or
+    it failed (error says why).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    EOF_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    data: _builtins.str
+    eof: _builtins.bool
+    error: _builtins.str
+    """Empty unless the follow failed."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        data: _builtins.str = ...,
+        eof: _builtins.bool = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "eof", b"eof", "error", b"error", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogChunk: _TypeAlias = LogChunk  # noqa: Y015
+
+@_typing.final
 class ControllerMessage(_message.Message):
     """---------------------------------------------------------------- controller -> agent"""
 
@@ -388,6 +426,8 @@ class ControllerMessage(_message.Message):
     STOP_FIELD_NUMBER: _builtins.int
     FETCH_LOGS_FIELD_NUMBER: _builtins.int
     LIST_CONTAINERS_FIELD_NUMBER: _builtins.int
+    FOLLOW_LOGS_FIELD_NUMBER: _builtins.int
+    STOP_FOLLOW_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def welcome(self) -> Global___Welcome: ...
     @_builtins.property
@@ -398,6 +438,10 @@ class ControllerMessage(_message.Message):
     def fetch_logs(self) -> Global___FetchLogs: ...
     @_builtins.property
     def list_containers(self) -> Global___ListContainers: ...
+    @_builtins.property
+    def follow_logs(self) -> Global___FollowLogs: ...
+    @_builtins.property
+    def stop_follow(self) -> Global___StopFollow: ...
     def __init__(
         self,
         *,
@@ -406,12 +450,14 @@ class ControllerMessage(_message.Message):
         stop: Global___Stop | None = ...,
         fetch_logs: Global___FetchLogs | None = ...,
         list_containers: Global___ListContainers | None = ...,
+        follow_logs: Global___FollowLogs | None = ...,
+        stop_follow: Global___StopFollow | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["deploy", b"deploy", "fetch_logs", b"fetch_logs", "list_containers", b"list_containers", "payload", b"payload", "stop", b"stop", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deploy", b"deploy", "fetch_logs", b"fetch_logs", "follow_logs", b"follow_logs", "list_containers", b"list_containers", "payload", b"payload", "stop", b"stop", "stop_follow", b"stop_follow", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deploy", b"deploy", "fetch_logs", b"fetch_logs", "list_containers", b"list_containers", "payload", b"payload", "stop", b"stop", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deploy", b"deploy", "fetch_logs", b"fetch_logs", "follow_logs", b"follow_logs", "list_containers", b"list_containers", "payload", b"payload", "stop", b"stop", "stop_follow", b"stop_follow", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["welcome", "deploy", "stop", "fetch_logs", "list_containers"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["welcome", "deploy", "stop", "fetch_logs", "list_containers", "follow_logs", "stop_follow"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -580,3 +626,54 @@ class ListContainers(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListContainers: _TypeAlias = ListContainers  # noqa: Y015
+
+@_typing.final
+class FollowLogs(_message.Message):
+    """Stream the deployment's log as LogChunks (its last `tail` lines, then new
+    output as it is written) until StopFollow or the container stops.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_ID_FIELD_NUMBER: _builtins.int
+    TAIL_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    deployment_id: _builtins.str
+    tail: _builtins.int
+    """Lines of existing output to send first; 0: none."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        deployment_id: _builtins.str = ...,
+        tail: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment_id", b"deployment_id", "request_id", b"request_id", "tail", b"tail"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FollowLogs: _TypeAlias = FollowLogs  # noqa: Y015
+
+@_typing.final
+class StopFollow(_message.Message):
+    """End the follow started by the FollowLogs with this request id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StopFollow: _TypeAlias = StopFollow  # noqa: Y015

@@ -1,0 +1,239 @@
+"""The dashboard end to end in headless Chromium (Debian's, driven by Playwright).
+
+One real stack: the controller, an agent session with the in-memory runtime and
+two (fake-NVML) GPUs, and the stand-in engine process listening on the one port
+the controller may hand out, so a deployment created in the browser runs and
+answers the playground. Playwright's async API shares the test's event loop
+with the in-process controller. Screenshots of every main page are written to
+``tests/artifacts/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from agent.memory_runtime import MemoryRuntime
+from tests.conftest import Controller
+from tests.dockerutil import free_port
+from tests.fleetutil import RunningAgent, run_agent
+from tests.gateway.conftest import Engine, start_engine
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "tests" / "artifacts" / "screenshots"
+MODEL = "tiny-chat"
+VIEWER_PASSWORD = "viewer-password-1"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+
+pytestmark = pytest.mark.timeout(120)
+expect.set_options(timeout=10_000)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium, installed by scripts/ensure-browser.sh when missing."""
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "ensure-browser.sh")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@dataclass
+class Stack:
+    ctl: Controller
+    agent: RunningAgent
+    runtime: MemoryRuntime
+    engine: Engine
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    port = free_port()
+    ctl = Controller(
+        data_dir=tmp_path / "data",
+        overrides={"engine_port_min": port, "engine_port_max": port, "heartbeat_interval": 0.2},
+    )
+    await ctl.start()
+    engine = await start_engine(port, MODEL, STANDIN_TOKEN_DELAY="0.05")
+    runtime = MemoryRuntime()
+    try:
+        async with run_agent(ctl, runtime, tmp_path / "agent") as agent:
+            yield Stack(ctl, agent, runtime, engine)
+    finally:
+        await engine.stop()
+        await ctl.close()
+
+
+@pytest.fixture
+async def browser(chromium: str) -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=chromium, headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        await launched.close()
+
+
+async def shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+async def sign_in(page: Page, url: str, username: str, password: str) -> None:
+    await page.goto(url + "/")
+    await expect(page.get_by_role("heading", name="Sign in to LMStack")).to_be_visible()
+    await page.get_by_label("Username").fill(username)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_label("Password").press("Enter")  # keyboard, not a click
+    await expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+
+
+async def test_the_dashboard_end_to_end(stack: Stack, browser: Browser) -> None:
+    ctl = stack.ctl
+    status, _ = await ctl.admin(
+        "POST", "/api/users", json={"username": "viewer", "password": VIEWER_PASSWORD}
+    )
+    assert status == 201
+    context = await browser.new_context(viewport={"width": 1366, "height": 800})
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    # -- sign in; the overview shows the worker and its GPUs live
+    await page.goto(ctl.url + "/")
+    await expect(page).to_have_url(ctl.url + "/#/login")
+    await shot(page, "01-sign-in")
+    await sign_in(page, ctl.url, "admin", "admin-password-1")
+    await expect(page.locator("[data-testid=workers-online]")).to_have_text("1")
+    gpu = page.locator(".gpu").first
+    await expect(gpu.get_by_role("meter", name="Utilization")).to_have_attribute(
+        "aria-valuenow", "42"
+    )
+    await shot(page, "02-overview")
+    nav = page.get_by_role("navigation", name="Main")
+
+    # -- create a deployment: first the API's validation message, then for real
+    await nav.get_by_role("link", name="Deployments").click()
+    await page.get_by_role("link", name="New deployment").click()
+    await page.get_by_label("Name").fill("Not A Valid Name!")
+    await page.get_by_label("Model", exact=True).fill("stand-in/tiny")
+    await page.get_by_role("button", name="Create deployment").click()
+    name_error = page.locator('.field[data-field="name"] .field-error')
+    await expect(name_error).not_to_be_empty()
+    await expect(page.get_by_label("Name")).to_have_attribute("aria-invalid", "true")
+    await shot(page, "03-deployment-form-validation")
+    await page.get_by_label("Name").fill(MODEL)
+    await page.evaluate("window.__sameDocument = true")
+    await page.get_by_role("button", name="Create deployment").click()
+
+    # -- its detail: the status reaches running without a reload, logs arrive
+    await expect(page.get_by_role("heading", name=MODEL)).to_be_visible()
+    await expect(page.locator(".facts .status-cell .badge")).to_have_text("running")
+    assert await page.evaluate("window.__sameDocument === true")
+    logs = page.get_by_label("Engine log")
+    await expect(logs).to_contain_text("engine vllm serving stand-in/tiny")
+    deployment_id = page.url.rsplit("/", 1)[1]
+    stack.runtime.append_log(deployment_id, "INFO 200 OK /v1/chat/completions")
+    await expect(logs).to_contain_text("INFO 200 OK /v1/chat/completions")
+    await shot(page, "04-deployment-detail")
+    await nav.get_by_role("link", name="Deployments").click()
+    await expect(page.get_by_role("table", name="Deployments")).to_contain_text(MODEL)
+    await shot(page, "05-deployments")
+
+    # -- the playground streams the reply as it is generated
+    await nav.get_by_role("link", name="Playground").click()
+    await expect(page.get_by_label("Deployment")).to_have_value(MODEL)
+    await page.get_by_label("Message").fill("Say something")
+    await page.get_by_role("button", name="Send").click()
+    partial = page.locator(".msg.assistant p.streaming")
+    await expect(partial).not_to_be_empty()  # text while the stream is still open
+    streamed = await partial.inner_text()
+    reply = page.locator(".msg.assistant p").first
+    await expect(reply).not_to_have_class("streaming", timeout=15_000)
+    final = await reply.inner_text()
+    assert len(final.split()) == 16, final
+    assert len(streamed.split()) < 16 and final.startswith(streamed.strip())
+    await shot(page, "06-playground")
+
+    # -- API keys: created (shown once, copyable), listed, deleted
+    await nav.get_by_role("link", name="API keys").click()
+    await page.get_by_label("Name").fill("ci-key")
+    await page.get_by_role("button", name="Create key").click()
+    key_box = page.get_by_role("textbox", name="New API key")
+    await expect(key_box).to_have_value(re.compile(r"^lmsk_[A-Za-z0-9_-]{20,}$"))
+    await page.get_by_role("button", name="Copy").click()
+    await expect(page.get_by_role("button", name="Copied")).to_be_visible()
+    keys_table = page.get_by_role("table", name="API keys")
+    await expect(keys_table).to_contain_text("ci-key")
+    await shot(page, "07-api-keys")
+    await page.get_by_role("button", name="Delete key ci-key").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    await expect(keys_table).not_to_contain_text("ci-key")
+    status, listing = await ctl.admin("GET", "/api/api-keys")
+    assert [k["name"] for k in listing["items"]] == []
+
+    # -- workers (live GPU charts), users, usage
+    await nav.get_by_role("link", name="Workers").click()
+    await page.get_by_role("link", name="gpu-worker-01").click()
+    utilization = page.get_by_role("img", name="Utilization (%)")
+    # Heartbeats keep arriving: the line gains points without a reload.
+    await expect(utilization.locator("polyline").first).to_have_attribute(
+        "points", re.compile(r"^\S+ \S+ \S+")
+    )
+    await expect(page.get_by_role("table", name="Containers")).to_contain_text(f"lmstack-{MODEL}")
+    await shot(page, "08-worker")
+    await nav.get_by_role("link", name="Users").click()
+    await expect(page.get_by_role("table", name="Users")).to_contain_text("viewer")
+    await shot(page, "09-users")
+    await nav.get_by_role("link", name="Usage").click()
+    await expect(page.get_by_role("img", name="Tokens per day")).to_be_visible()
+    await expect(page.get_by_role("table", name="Usage totals")).to_contain_text(MODEL)
+    await shot(page, "10-usage")
+
+    # -- a phone-sized overview stays readable
+    phone = await browser.new_page(viewport={"width": 390, "height": 844})
+    await phone.goto(ctl.url + "/")
+    await sign_in(phone, ctl.url, "admin", "admin-password-1")
+    await shot(phone, "11-overview-phone")
+    await phone.close()
+
+    # -- a non-admin sees no admin controls, and the server refuses them anyway
+    await page.get_by_role("button", name="Sign out").click()
+    await sign_in(page, ctl.url, "viewer", VIEWER_PASSWORD)
+    await expect(nav.get_by_role("link", name="Deployments")).to_be_visible()
+    await expect(nav.get_by_role("link", name="Users")).to_have_count(0)
+    await nav.get_by_role("link", name="Deployments").click()
+    await expect(page.get_by_role("table", name="Deployments")).to_contain_text(MODEL)
+    await expect(page.get_by_role("link", name="New deployment")).to_have_count(0)
+    await page.get_by_role("link", name=MODEL).click()
+    await expect(page.get_by_label("Engine log")).to_contain_text("serving stand-in/tiny")
+    await expect(page.get_by_role("button", name="Delete")).to_have_count(0)
+    await shot(page, "12-deployment-as-viewer")
+    refused = await page.evaluate(
+        """async (id) => {
+            const token = sessionStorage.getItem("lmstack.token");
+            const headers = {Authorization: `Bearer ${token}`};
+            return (await fetch(`/api/deployments/${id}`, {method: "DELETE", headers})).status;
+        }""",
+        deployment_id,
+    )
+    assert refused == 403
+    await page.goto(ctl.url + "/#/users")
+    await expect(page.get_by_role("alert")).to_contain_text("Only admins")
+
+    await context.close()
+    assert errors == []
