@@ -33,7 +33,7 @@ from controller.security import (
     new_login_token,
     token_digest,
 )
-from controller.store import ApiKey, Database, LoginToken, User
+from controller.store import ApiKey, Database, LoginToken, User, uncancelled
 from controller.store.timeutil import utcnow
 from shared.errors import Forbidden, Unauthorized
 
@@ -173,7 +173,7 @@ class Authenticator:
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.flush_last_used()
+                await uncancelled(self.flush_last_used())
             except Exception:
                 log.exception("writing API key last_used failed; will retry")
 

@@ -45,7 +45,7 @@ from sqlalchemy import update
 
 from controller.events import EventHub
 from controller.metrics import Metrics
-from controller.store import Database, Deployment, Worker
+from controller.store import Database, Deployment, Worker, uncancelled
 from controller.store.timeutil import utcnow
 from shared.errors import GatewayTimeout, ServiceUnavailable
 from shared.proto.lmstack.v1 import agent_pb2
@@ -322,9 +322,12 @@ class Fleet:
         # Registration stored "online" already; written again now that the
         # session is live, because an earlier session's detach may have stored
         # "offline" in between (detach re-checks after its own write).
+        await uncancelled(self._set_status(session.worker_id, "online"))
+
+    async def _set_status(self, worker_id: str, status: str, **values: Any) -> None:
         async with self._db.session() as db:
             await db.execute(
-                update(Worker).where(Worker.id == session.worker_id).values(status="online")
+                update(Worker).where(Worker.id == worker_id).values(status=status, **values)
             )
             await db.commit()
 
@@ -335,20 +338,12 @@ class Fleet:
         del self._sessions[session.worker_id]
         self.changed()
         self.events.publish(worker_event(session, "offline"))
-        async with self._db.session() as db:
-            await db.execute(
-                update(Worker)
-                .where(Worker.id == session.worker_id)
-                .values(status="offline", **self._heartbeat_values(session))
-            )
-            await db.commit()
-            if self.is_connected(session.worker_id):
-                # It reconnected while we were writing: it is online after all.
-                await db.execute(
-                    update(Worker).where(Worker.id == session.worker_id).values(status="online")
-                )
-                await db.commit()
-                return
+        offline = self._set_status(session.worker_id, "offline", **self._heartbeat_values(session))
+        await uncancelled(offline)
+        if self.is_connected(session.worker_id):
+            # It reconnected while we were writing: it is online after all.
+            await uncancelled(self._set_status(session.worker_id, "online"))
+            return
         log.info("worker %s (%s) is offline", session.name, session.worker_id)
 
     def record_heartbeat(self, session: AgentSession, beat: agent_pb2.Heartbeat) -> None:

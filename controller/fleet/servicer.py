@@ -35,7 +35,7 @@ from controller.fleet.hub import (
 )
 from controller.metrics import CommandTimer
 from controller.security import digests_equal
-from controller.store import Database, Deployment, Worker
+from controller.store import Database, Deployment, Worker, uncancelled
 from controller.store.timeutil import utcnow
 from shared import PROTOCOL_VERSION, __version__
 from shared.proto.lmstack.v1 import agent_pb2, agent_pb2_grpc
@@ -114,7 +114,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             return
         try:
             hello = await self._hello(request_iterator)
-            session = await self._register(hello, context.peer())
+            session = await uncancelled(self._register(hello, context.peer()))
         except _Refused as refused:
             log.warning("agent from %s refused: %s", context.peer(), refused.details)
             context.set_code(refused.code)
@@ -264,7 +264,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     async def _on_status(self, session: AgentSession, status: agent_pb2.DeploymentStatus) -> None:
         try:
-            await self._record_status(session, status)
+            await uncancelled(self._record_status(session, status))
         finally:
             # After the commit: the gateway's routes reload the new status.
             self._fleet.changed()

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
 
-from controller.store import Database, Usage
+from controller.store import Database, Usage, uncancelled
 from controller.store.models import new_id
 
 log = logging.getLogger("lmstack.gateway.usage")
@@ -113,6 +113,6 @@ class UsageRecorder:
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.flush()
+                await uncancelled(self.flush())
             except Exception:
                 log.exception("writing gateway usage failed; will retry")

@@ -1,6 +1,16 @@
 """Persistence: SQLAlchemy 2 typed async ORM over SQLite (default) or PostgreSQL."""
 
-from controller.store.db import Database
+from controller.store.db import Database, uncancelled
 from controller.store.models import ApiKey, Base, Deployment, LoginToken, Usage, User, Worker
 
-__all__ = ["ApiKey", "Base", "Database", "Deployment", "LoginToken", "Usage", "User", "Worker"]
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Database",
+    "Deployment",
+    "LoginToken",
+    "Usage",
+    "User",
+    "Worker",
+    "uncancelled",
+]

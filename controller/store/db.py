@@ -8,10 +8,12 @@ same code. The schema is made only by migrations (``controller.store.migrate``):
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic.util.exc import CommandError
 from sqlalchemy import event
@@ -22,6 +24,7 @@ from controller.store import migrate
 from shared.errors import StoreError
 
 log = logging.getLogger("lmstack.store")
+T = TypeVar("T")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -70,3 +73,22 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+async def uncancelled(work: Awaitable[T]) -> T:
+    """Run a database write to its end even if the caller is cancelled meanwhile.
+
+    A cancellation that lands inside a transaction leaves its connection
+    half-used, and the pool has to throw it away. Background writers (status
+    reports, heartbeat and usage flushes, disconnect bookkeeping) are cancelled
+    at shutdown and on disconnects, so they finish the write first and then let
+    the cancellation through. The write is awaited, never left running.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            with contextlib.suppress(Exception):
+                await task
+        raise
