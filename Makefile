@@ -69,8 +69,13 @@ proto: $(STAMP)
 		--mypy_out=shared/proto --mypy_grpc_out=shared/proto proto/lmstack/v1/agent.proto
 	sed -i 's/^from lmstack\.v1 import/from shared.proto.lmstack.v1 import/' shared/proto/lmstack/v1/*.py shared/proto/lmstack/v1/*.pyi
 
+# Each benchmark prints its figures and PASS/FAIL against its target.
 bench: $(STAMP)
-	$(PY) bench/deployments_list.py
+	-$(PY) -m bench.deployments_list
+	-$(PY) -m bench.placement
+	-$(PY) -m bench.command_latency
+	-$(PY) -m bench.gateway
+	-$(PY) -m bench.fleet_scale
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
