@@ -21,11 +21,13 @@ MISSING = "00000000-0000-0000-0000-000000000000"
 
 
 @pytest.fixture
-async def make_controller(tmp_path: Path) -> AsyncIterator[Any]:
+async def make_controller(tmp_path: Path, database_url: str) -> AsyncIterator[Any]:
     made: list[Controller] = []
 
     async def make(**overrides: Any) -> Controller:
-        ctl = Controller(data_dir=tmp_path / f"data{len(made)}", overrides=overrides)
+        ctl = Controller(
+            data_dir=tmp_path / f"data{len(made)}", overrides=overrides, database_url=database_url
+        )
         await ctl.start()
         made.append(ctl)
         return ctl
