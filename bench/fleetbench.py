@@ -152,7 +152,13 @@ async def command_latency(
     samples = []
     for i in range(count):
         name = f"{label}-{i:05d}"
-        body = {"name": name, "model": "m", "worker_id": workers[i % len(workers)]}
+        # CPU-only: the benchmark measures the command path, not GPU capacity.
+        body = {
+            "name": name,
+            "model": "m",
+            "worker_id": workers[i % len(workers)],
+            "config": {"gpu_count": 0},
+        }
         start = time.perf_counter()
         async with http.post(ctl.url + "/api/deployments", json=body, headers=ctl.headers()) as r:
             assert r.status == 201, await r.text()
