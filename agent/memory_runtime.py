@@ -30,11 +30,9 @@ log follows.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from agent.types import (
@@ -49,14 +47,9 @@ from agent.types import (
     Reporter,
     RuntimeInfo,
     StatusUpdate,
+    spec_hash,
 )
 from shared.errors import ContainerError
-
-
-def spec_hash(spec: DeploySpec) -> str:
-    """A short stable digest of everything that shapes the container."""
-    canonical = json.dumps(asdict(spec), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 @dataclass

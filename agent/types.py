@@ -6,8 +6,10 @@ The session (gRPC) talks to a ``Runtime``; ``DockerRuntime`` is the real one,
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 # Deployment status values reported to the controller.
@@ -40,6 +42,13 @@ class DeploySpec:
     host_port: int
     gpu_indices: tuple[int, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
+
+
+def spec_hash(spec: DeploySpec) -> str:
+    """A short, stable digest of everything in the spec (key order does not
+    matter): the same Deploy always yields the same hash, on every runtime."""
+    canonical = json.dumps(asdict(spec), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,6 @@ they go to ``CUDA_VISIBLE_DEVICES`` only) and the Hugging Face cache mount.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +22,7 @@ from agent.types import (
     LABEL_MANAGED,
     LABEL_SPEC_HASH,
     DeploySpec,
+    spec_hash,
 )
 
 CONTAINER_PREFIX = "lmstack-"
@@ -49,12 +47,6 @@ class ContainerPlan:
 
 def container_name(deployment_name: str) -> str:
     return f"{CONTAINER_PREFIX}{deployment_name}"
-
-
-def spec_hash(spec: DeploySpec) -> str:
-    """A stable digest of everything in the spec (key order does not matter)."""
-    canonical = json.dumps(dataclasses.asdict(spec), sort_keys=True, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def plan_container(

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from agent.memory_runtime import MemoryRuntime, spec_hash
-from agent.types import DeploySpec, StatusUpdate
+from agent.memory_runtime import MemoryRuntime
+from agent.types import DeploySpec, StatusUpdate, spec_hash
 from shared.errors import ContainerError
 
 _BASE = DeploySpec(

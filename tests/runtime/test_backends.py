@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from agent.backends import BACKEND_NAMES, GpuReservation, get_backend
-from agent.backends.container import plan_container, spec_hash
+from agent.backends.container import plan_container
 from agent.runtime import PullProgress
 from agent.types import (
     LABEL_BACKEND,
@@ -18,6 +18,7 @@ from agent.types import (
     LABEL_MANAGED,
     LABEL_SPEC_HASH,
     DeploySpec,
+    spec_hash,
 )
 from shared.errors import ConfigError
 
