@@ -38,7 +38,7 @@ import logging
 import weakref
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -47,11 +47,10 @@ from controller.auth import Identity, bearer_token
 from controller.events import Event, Subscription
 from controller.fleet.hub import LogFollow
 from controller.http import path_id
-from controller.store import Deployment
+from controller.store import Deployment, uncancelled
 from shared.errors import ServiceUnavailable, Unauthorized
 
 log = logging.getLogger("lmstack.web")
-T = TypeVar("T")
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
@@ -177,19 +176,6 @@ async def _first_of(*work: Coroutine[Any, Any, None]) -> None:
             raise task.exception()  # type: ignore[misc]
 
 
-async def _uncancelled(work: Coroutine[Any, Any, T]) -> T:
-    """Await ``work``; if we are cancelled meanwhile, let it finish first.
-
-    A socket's tasks are cancelled whenever its client leaves; a database read
-    cut in half would not hand its connection back to the pool intact."""
-    task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait({task})
-        raise
-
-
 async def _drain(ws: web.WebSocketResponse) -> None:
     """Read (and ignore) what the client sends until it closes."""
     async for _ in ws:
@@ -201,7 +187,7 @@ async def _watchdog(app: web.Application, token: str) -> None:
     while True:
         await asyncio.sleep(app[WEB_OPTIONS].revalidate_seconds)
         try:
-            await _uncancelled(auth.resolve(token))
+            await uncancelled(auth.resolve(token))
         except Unauthorized:
             raise _Closed(CLOSE_UNAUTHORIZED, "signed out: the token is no longer valid") from None
 
@@ -281,7 +267,7 @@ class _LogPump:
             await self._wait_for_change()
 
     async def _load(self) -> Deployment:
-        row = await _uncancelled(self._read())
+        row = await uncancelled(self._read())
         if row is None:
             raise _Closed(CLOSE_NOT_FOUND, f"Deployment '{self._id}' not found or deleted")
         return row
