@@ -45,6 +45,7 @@ source of the jitter are injected so tests are deterministic.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -696,40 +697,17 @@ def _deployment_status(update: StatusUpdate) -> agent_pb2.DeploymentStatus:
     )
 
 
+# The dataclasses mirror their messages field for field.
 def _container_info(container: ContainerState) -> agent_pb2.ContainerInfo:
-    return agent_pb2.ContainerInfo(
-        deployment_id=container.deployment_id,
-        container_id=container.container_id,
-        name=container.name,
-        state=container.state,
-        image=container.image,
-        host_port=container.host_port,
-        spec_hash=container.spec_hash,
-        exit_code=container.exit_code,
-        started_at=container.started_at,
-    )
+    return agent_pb2.ContainerInfo(**dataclasses.asdict(container))
 
 
 def _gpu_device(device: GpuDevice) -> agent_pb2.GpuDevice:
-    return agent_pb2.GpuDevice(
-        index=device.index,
-        uuid=device.uuid,
-        name=device.name,
-        memory_total_bytes=device.memory_total_bytes,
-        driver_version=device.driver_version,
-        cuda_version=device.cuda_version,
-    )
+    return agent_pb2.GpuDevice(**dataclasses.asdict(device))
 
 
 def _gpu_stats(stats: GpuStats) -> agent_pb2.GpuStats:
-    return agent_pb2.GpuStats(
-        index=stats.index,
-        memory_used_bytes=stats.memory_used_bytes,
-        memory_total_bytes=stats.memory_total_bytes,
-        utilization=stats.utilization,
-        temperature=stats.temperature,
-        power=stats.power,
-    )
+    return agent_pb2.GpuStats(**dataclasses.asdict(stats))
 
 
 # -- runtime and disk helpers ---------------------------------------------------------------
