@@ -25,7 +25,7 @@ async def fast_controller(tmp_path: Path, database_url: str) -> Any:
     ctl = Controller(
         data_dir=tmp_path / "data",
         database_url=database_url,
-        overrides={"heartbeat_interval": 0.1, "agent_request_timeout": 1.0},
+        overrides={"heartbeat_interval": 0.2, "agent_request_timeout": 1.0},
     )
     await ctl.start()
     yield ctl
@@ -270,7 +270,7 @@ async def test_silent_agent_goes_offline_and_requests_time_out(
     raw = RawAgent(ctl.grpc_target, AGENT_TOKEN)
     raw.send(hello("silent"))
     welcome = (await raw.read()).welcome
-    assert welcome.heartbeat_interval_ms == 100
+    assert welcome.heartbeat_interval_ms == 200
     fleet = ctl.app[appkeys.FLEET]
     assert fleet.is_connected(welcome.worker_id)
     # No heartbeats for 3 intervals: offline, stream closed by the controller.

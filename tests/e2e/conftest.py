@@ -26,7 +26,7 @@ from controller import appkeys
 from tests.conftest import AGENT_TOKEN, Controller
 from tests.dockerutil import ensure_engine_image, free_port
 
-HEARTBEAT = 0.2
+HEARTBEAT = 0.5
 
 
 @pytest.fixture(scope="session")

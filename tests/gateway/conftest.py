@@ -97,7 +97,8 @@ async def make_stack(
         overrides={
             "engine_port_min": port,
             "engine_port_max": port,
-            "heartbeat_interval": 0.2,
+            # Generous: a loaded CI machine must not miss 3 in a row.
+            "heartbeat_interval": 1.0,
             **(overrides or {}),
         },
     )

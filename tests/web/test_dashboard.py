@@ -65,7 +65,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     port = free_port()
     ctl = Controller(
         data_dir=tmp_path / "data",
-        overrides={"engine_port_min": port, "engine_port_max": port, "heartbeat_interval": 0.2},
+        overrides={"engine_port_min": port, "engine_port_max": port, "heartbeat_interval": 0.5},
     )
     await ctl.start()
     engine = await start_engine(port, MODEL, STANDIN_TOKEN_DELAY="0.05")
