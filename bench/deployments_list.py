@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.fleetbench import free_port, percentile
 from controller.store import Database, Deployment
 from controller.store.timeutil import utcnow
 
@@ -48,13 +48,6 @@ async def seed(data_dir: Path, rows: int) -> None:
     await db.close()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def wait_healthy(http: aiohttp.ClientSession, url: str) -> None:
     for _ in range(200):
         try:
@@ -65,11 +58,6 @@ async def wait_healthy(http: aiohttp.ClientSession, url: str) -> None:
             pass
         await asyncio.sleep(0.05)
     raise RuntimeError("controller did not start")
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
 
 
 async def run(rows: int, requests: int) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import stat
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from controller.bootstrap import ADMIN_PASSWORD_FILE
 from controller.main import parse_args
 from shared.settings import ControllerSettings
 from tests.conftest import Controller
+from tests.dockerutil import free_port
 from tests.scheduler.workers import raw_worker
 
 
@@ -96,15 +96,8 @@ def test_settings_from_env_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     assert default.effective_database_url() == "sqlite+aiosqlite:////x/lmstack.db"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def test_process_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "LMSTACK_BCRYPT_ROUNDS": "4", "LMSTACK_GRPC_PORT": "0"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "controller.main", "--port", str(port),

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.dockerutil import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 WHEELHOUSE_CACHE = REPO / ".tmp" / "deploy-tests" / "wheelhouse"
 
@@ -95,13 +97,6 @@ class Sshd:
             f" -o UserKnownHostsFile={self.known_hosts} -o StrictHostKeyChecking=yes"
             " -o ConnectTimeout=10 -o LogLevel=ERROR"
         )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def sshd_config(root: Path, port: int) -> str:

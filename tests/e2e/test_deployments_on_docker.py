@@ -57,6 +57,17 @@ def container_of(client: docker.DockerClient, name: str) -> Any:
     return client.containers.get(f"lmstack-{name}")
 
 
+async def wait_gone(client: docker.DockerClient, name: str, timeout: float = 20) -> None:
+    """Until the deployment's container no longer exists."""
+    for _ in range(round(timeout / 0.1)):
+        try:
+            container_of(client, name)
+        except docker.errors.NotFound:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"container lmstack-{name} still exists")
+
+
 async def test_create_run_logs_containers_delete(
     e2e_controller: Controller, agents: Any, docker_client: docker.DockerClient,
     engine_image: str, prefix: str,
@@ -106,14 +117,7 @@ async def test_create_run_logs_containers_delete(
 
     status, _ = await ctl.admin("DELETE", f"/api/deployments/{created['id']}")
     assert status == 204
-    for _ in range(200):
-        try:
-            container_of(docker_client, name)
-        except docker.errors.NotFound:
-            break
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError("container still exists after delete")
+    await wait_gone(docker_client, name)
 
 
 async def test_engine_that_exits_is_an_error_with_exit_code(
@@ -158,14 +162,7 @@ async def test_agent_restart_adopts_and_delete_while_away_cleans_up(
     again.state_dir = agent.state_dir
     await again.start()
     assert await again.wait_online() == worker_id
-    for _ in range(200):
-        try:
-            container_of(docker_client, f"{prefix}-drop")
-        except docker.errors.NotFound:
-            break
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError("orphan container was not removed")
+    await wait_gone(docker_client, f"{prefix}-drop")
     after = container_of(docker_client, f"{prefix}-keep")
     assert after.id == before.id
     assert after.attrs["State"]["StartedAt"] == started_at
