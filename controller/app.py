@@ -27,7 +27,6 @@ import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import aiohttp
 from aiohttp import web
 
 from controller import appkeys
@@ -38,6 +37,7 @@ from controller.fleet import Fleet, FleetServer
 from controller.gateway import GATEWAY, Gateway, create_gateway_app
 from controller.gateway.proxy import Proxy, Timeouts
 from controller.gateway.routes import RouteTable
+from controller.gateway.upstream import EngineClient
 from controller.gateway.usage import UsageRecorder
 from controller.http import Endpoint, Handler, error_middleware
 from controller.metrics import (
@@ -129,8 +129,7 @@ async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
     db = app[appkeys.DATABASE]
     # Engines are few and long-lived: keep connections to them open.
-    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=75, ttl_dns_cache=300)
-    client = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+    client = EngineClient(connect_timeout=settings.gateway_connect_timeout)
     routes = RouteTable(db)
     app[appkeys.FLEET].subscribe(routes.invalidate)
     usage = UsageRecorder(db)
@@ -139,7 +138,8 @@ async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
         total=settings.gateway_timeout,
         keepalive=settings.gateway_keepalive_seconds,
     )
-    app[GATEWAY] = Gateway(routes, Proxy(client, usage, timeouts, app[METRICS]), usage)
+    proxy = Proxy(client, usage, timeouts, app[METRICS])
+    app[GATEWAY] = Gateway(routes, proxy, usage, app[appkeys.AUTH], app[appkeys.FLEET])
     flusher = asyncio.create_task(usage.run(settings.usage_flush_seconds))
     try:
         yield

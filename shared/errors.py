@@ -16,7 +16,8 @@
      │    ├── RuntimeUnavailable  no Docker engine reachable
      │    ├── ContainerError      Docker refused or a container failed
      │    └── GpuError            NVML failed
-     └── ProtocolError          the controller/agent stream broke its contract
+     ├── ProtocolError          the controller/agent stream broke its contract
+     └── UpstreamError          an engine refused, dropped or garbled a gateway request
 
 Lower-layer errors (Docker, NVML, gRPC, SQLAlchemy) are translated where they
 enter our code: ``raise ContainerError(...) from exc``.
@@ -105,3 +106,8 @@ class GpuError(AgentError):
 
 class ProtocolError(LMStackError):
     """A peer broke the controller/agent contract."""
+
+
+class UpstreamError(LMStackError):
+    """An engine could not be reached, closed the connection or answered with
+    malformed HTTP (the gateway answers 502)."""

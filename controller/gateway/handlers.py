@@ -7,19 +7,18 @@ from typing import Any
 
 from aiohttp import web
 
-from controller import appkeys
 from controller.auth import Identity, bearer_token
 from controller.gateway.errors import GatewayError, openai_errors
 from controller.gateway.routes import Route
-from controller.gateway.state import GATEWAY
+from controller.gateway.state import GATEWAY, Gateway
 from shared.errors import Unauthorized
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 
 
-async def authenticate(request: web.Request) -> Identity:
+async def authenticate(gateway: Gateway, request: web.Request) -> Identity:
     try:
-        return await request.config_dict[appkeys.AUTH].resolve(bearer_token(request))
+        return await gateway.auth.resolve(bearer_token(request))
     except Unauthorized as exc:
         raise GatewayError(401, "invalid_api_key", exc.detail) from None
 
@@ -30,9 +29,9 @@ def may_use(identity: Identity, name: str) -> bool:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    identity = await authenticate(request)
     gateway = request.config_dict[GATEWAY]
-    fleet = request.config_dict[appkeys.FLEET]
+    identity = await authenticate(gateway, request)
+    fleet = gateway.fleet
     routes = await gateway.routes.running()
     data = [
         {"id": r.name, "object": "model", "created": r.created, "owned_by": "lmstack"}
@@ -53,10 +52,9 @@ async def _read_json(request: web.Request) -> tuple[bytes, dict[str, Any]]:
     return raw, body
 
 
-async def _route_for(request: web.Request, identity: Identity, model: Any) -> Route:
+async def _route_for(gateway: Gateway, identity: Identity, model: Any) -> Route:
     if not isinstance(model, str) or not model:
         raise GatewayError(400, "invalid_request", "'model' is required (a deployment name)")
-    gateway = request.config_dict[GATEWAY]
     route = await gateway.routes.lookup(model)
     if route is None or not may_use(identity, model):
         raise GatewayError(
@@ -68,23 +66,23 @@ async def _route_for(request: web.Request, identity: Identity, model: Any) -> Ro
         raise GatewayError(
             503, "model_not_ready", f"Deployment '{model}' is {route.status}, not running"
         )
-    fleet = request.config_dict[appkeys.FLEET]
-    if route.worker_id is None or not route.base_url or not fleet.is_connected(route.worker_id):
+    worker = route.worker_id
+    if worker is None or not route.base_url or not gateway.fleet.is_connected(worker):
         raise GatewayError(503, "worker_offline", f"The worker serving '{model}' is offline")
     return route
 
 
 async def proxy_handler(request: web.Request) -> web.StreamResponse:
     """Chat completions, completions and embeddings: forwarded on the same path."""
-    identity = await authenticate(request)
+    gateway = request.config_dict[GATEWAY]
+    identity = await authenticate(gateway, request)
     raw, body = await _read_json(request)
-    route = await _route_for(request, identity, body.get("model"))
+    route = await _route_for(gateway, identity, body.get("model"))
     unchanged: bytes | None = raw
     if body["model"] != route.served_model:
         body["model"] = route.served_model
         unchanged = None
-    proxy = request.config_dict[GATEWAY].proxy
-    return await proxy.forward(request, identity, route, body, raw=unchanged)
+    return await gateway.proxy.forward(request, identity, route, body, raw=unchanged)
 
 
 def create_gateway_app() -> web.Application:

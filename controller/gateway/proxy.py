@@ -1,8 +1,8 @@
 """Forwarding a request to its engine, JSON or streamed.
 
 Guarantees:
-* One pooled ``aiohttp.ClientSession`` (keep-alive) to all engines, owned by
-  the app's lifecycle.
+* One pooled keep-alive client (``upstream.EngineClient``) to all engines,
+  owned by the app's lifecycle.
 * Streams pass through event by event as they arrive, never buffered whole;
   idle streams get ``: keep-alive`` comments; an error after the stream has
   started is sent as an SSE ``data:`` event followed by ``[DONE]``.
@@ -26,15 +26,16 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from controller.auth import Identity
 from controller.gateway.errors import GatewayError, error_payload
 from controller.gateway.routes import Route
 from controller.gateway.sse import SSEPassThrough
+from controller.gateway.upstream import EngineClient, EngineResponse
 from controller.gateway.usage import UsageRecorder
 from controller.metrics import Metrics
+from shared.errors import UpstreamError
 
 log = logging.getLogger("lmstack.gateway")
 
@@ -46,7 +47,7 @@ SSE_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 DONE = b"data: [DONE]\n\n"
-_JSON_HEADERS = {"Content-Type": "application/json"}
+_JSON = "application/json"
 _DECODER = json.JSONDecoder()
 
 
@@ -60,7 +61,7 @@ class Timeouts:
 class Proxy:
     def __init__(
         self,
-        client: aiohttp.ClientSession,
+        client: EngineClient,
         usage: UsageRecorder,
         timeouts: Timeouts,
         metrics: Metrics | None = None,
@@ -69,10 +70,6 @@ class Proxy:
         self._metrics = metrics or Metrics()
         self._usage = usage
         self._timeouts = timeouts
-        self._json_timeout = aiohttp.ClientTimeout(total=timeouts.total, connect=timeouts.connect)
-        self._stream_timeout = aiohttp.ClientTimeout(
-            total=None, connect=timeouts.connect, sock_read=None
-        )
         self.in_flight: Counter[str] = Counter()
 
     async def forward(
@@ -128,19 +125,18 @@ class Proxy:
         self, identity: Identity, route: Route, path: str, payload: bytes
     ) -> web.Response:
         try:
-            async with self._client.post(
-                route.base_url + path, data=payload, timeout=self._json_timeout,
-                headers=_JSON_HEADERS,
-            ) as upstream:  # fmt: skip
+            async with asyncio.timeout(self._timeouts.total):
+                upstream = await self._client.post(
+                    route.host, route.port, path, payload, content_type=_JSON
+                )
                 data = await upstream.read()
-                status = upstream.status
-                content_type = upstream.headers.get("Content-Type", "application/json")
         except TimeoutError:
             raise _timeout(route) from None
-        except aiohttp.ClientError as exc:
+        except UpstreamError as exc:
             raise _broken(route, exc) from None
+        status, content_type = upstream.status, upstream.headers.get("content-type", _JSON)
         usage = None
-        if status == 200 and content_type.startswith("application/json"):
+        if status == 200 and content_type.startswith(_JSON):
             usage = _usage_of(data)
         self._record(identity, route, usage)
         return web.Response(body=data, status=status, headers={"Content-Type": content_type})
@@ -161,20 +157,23 @@ class Proxy:
         # Always ask for usage so streamed token counts are exact.
         body = {**body, "stream_options": {**options, "include_usage": True}}
         try:
-            upstream = await self._client.post(
-                route.base_url + path, data=json.dumps(body).encode(),
-                timeout=self._stream_timeout, headers=_JSON_HEADERS,
-            )  # fmt: skip
+            # The engine answers with headers before it generates; connecting
+            # has its own, shorter limit inside the client.
+            async with asyncio.timeout(self._timeouts.total):
+                upstream = await self._client.post(
+                    route.host, route.port, path, json.dumps(body).encode(), content_type=_JSON
+                )
         except TimeoutError:
             raise _timeout(route) from None
-        except aiohttp.ClientError as exc:
+        except UpstreamError as exc:
             raise _broken(route, exc) from None
         events = SSEPassThrough(forward_usage_chunk=wants_usage)
         try:
-            if upstream.status != 200 or upstream.content_type != "text/event-stream":
+            if upstream.status != 200 or not upstream.content_type.startswith("text/event-stream"):
                 # The engine refused before streaming: pass its answer through.
-                data = await upstream.read()
-                content_type = upstream.headers.get("Content-Type", "application/json")
+                async with asyncio.timeout(self._timeouts.total):
+                    data = await upstream.read()
+                content_type = upstream.headers.get("content-type", _JSON)
                 return web.Response(
                     body=data, status=upstream.status, headers={"Content-Type": content_type}
                 )
@@ -187,14 +186,11 @@ class Proxy:
             return response
         finally:
             self._record(identity, route, events.usage)
-            if events.done:
-                upstream.release()
-            else:
-                upstream.close()
+            upstream.release()  # closes the connection unless it was read to its end
 
     async def _pump(
         self,
-        upstream: aiohttp.ClientResponse,
+        upstream: EngineResponse,
         response: web.StreamResponse,
         events: SSEPassThrough,
         route: Route,
@@ -206,7 +202,7 @@ class Proxy:
         while True:
             try:
                 async with asyncio.timeout(keepalive):
-                    data = await upstream.content.readany()
+                    data = await upstream.read_chunk()
             except TimeoutError:
                 idle += keepalive
                 if idle >= self._timeouts.total:
@@ -220,7 +216,7 @@ class Proxy:
                     return
                 await response.write(b": keep-alive\n\n")
                 continue
-            except aiohttp.ClientError as exc:
+            except UpstreamError as exc:
                 await self._fail(response, route, 502, _broken(route, exc).detail, "upstream_error")
                 return
             idle = 0.0
@@ -284,7 +280,7 @@ def _timeout(route: Route) -> GatewayError:
     return GatewayError(504, "upstream_timeout", f"Engine of '{route.name}' did not answer in time")
 
 
-def _broken(route: Route, exc: aiohttp.ClientError) -> GatewayError:
+def _broken(route: Route, exc: UpstreamError) -> GatewayError:
     return GatewayError(
         502, "upstream_error", f"Engine of '{route.name}' at {route.base_url} failed: {exc}"
     )

@@ -29,6 +29,8 @@ class Route:
     served_model: str
     status: str
     worker_id: str | None
+    host: str
+    port: int
     base_url: str
     created: int
 
@@ -80,15 +82,16 @@ class RouteTable:
 
 def _route(row: Deployment, address: str | None) -> Route:
     served = str((row.config or {}).get("served_model_name") or row.name)
-    host = address or ""
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"  # an IPv6 literal
+    host = (address or "").strip("[]")
+    shown = f"[{host}]" if ":" in host else host  # an IPv6 literal
     return Route(
         deployment_id=row.id,
         name=row.name,
         served_model=served,
         status=row.status,
         worker_id=row.worker_id,
-        base_url=f"http://{host}:{row.port}" if host and row.port else "",
+        host=host,
+        port=row.port or 0,
+        base_url=f"http://{shown}:{row.port}" if host and row.port else "",
         created=int(row.created_at.timestamp()),
     )

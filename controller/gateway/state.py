@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from controller.auth import Authenticator
+from controller.fleet import Fleet
 from controller.gateway.proxy import Proxy
 from controller.gateway.routes import RouteTable
 from controller.gateway.usage import UsageRecorder
@@ -13,9 +15,13 @@ from controller.gateway.usage import UsageRecorder
 
 @dataclass
 class Gateway:
+    """What a ``/v1`` request needs, behind one app-state lookup."""
+
     routes: RouteTable
     proxy: Proxy
     usage: UsageRecorder
+    auth: Authenticator
+    fleet: Fleet
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
