@@ -2,7 +2,9 @@
 
 The same workload, in one run, straight to the stand-in engine and through
 the gateway (controller in its own process, a real agent session reporting
-the deployment running, the stand-in engine as a process):
+the deployment running, the stand-in engine as a process). The two paths are
+measured in alternating rounds, so a shared machine's drift (this one has 2
+cores for three busy processes) does not favour either:
 
 * non-streaming requests per second at concurrency 1, 16 and 64;
 * p50/p99 latency and the gateway's added latency;
@@ -25,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -41,6 +44,7 @@ from bench.fleetbench import (
 )
 from shared.settings import AgentSettings
 
+ROUNDS = 8
 STANDIN = Path(__file__).resolve().parents[1] / "tests" / "engine" / "standin_engine.py"
 MODEL = "bench-model"
 BODY = json.dumps(
@@ -146,6 +150,44 @@ async def run(requests: int) -> int:
                 await engine.wait()
 
 
+@dataclass
+class Side:
+    """One path's results, summed over the rounds of a comparison."""
+
+    requests: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.latencies)
+
+
+async def compare(
+    http: aiohttp.ClientSession,
+    paths: tuple[tuple[str, dict[str, str]], tuple[str, dict[str, str]]],
+    concurrency: int,
+    total: int,
+) -> tuple[Side, Side]:
+    """The same load on both paths, in alternating rounds (the order flipping
+    each round), so drift on a shared machine weighs on both alike."""
+    sides = (Side(), Side())
+    per_round = max(total // ROUNDS, concurrency)
+    for round_ in range(ROUNDS):
+        order = (0, 1) if round_ % 2 == 0 else (1, 0)
+        for i in order:
+            url, headers = paths[i]
+            rps, latencies = await load(http, url, headers, concurrency, per_round)
+            sides[i].requests += per_round
+            sides[i].seconds += per_round / rps
+            sides[i].latencies.extend(latencies)
+    return sides
+
+
 async def measure(
     http: aiohttp.ClientSession, port: int, controller: str, key: str, requests: int
 ) -> int:
@@ -155,25 +197,27 @@ async def measure(
     plain = {"Content-Type": "application/json"}
     await load(http, direct, plain, 4, 200)  # warm-up
     await load(http, gateway, auth, 4, 200)
-    print(f"{requests} non-streaming chat completions per run (8 tokens each)")
+    print(f"{requests} non-streaming chat completions per path and concurrency (8 tokens each),")
+    print(f"in {ROUNDS} alternating rounds")
     print(f"{'conc':>4} {'direct rps':>10} {'gw rps':>8} {'ratio':>6} "
           f"{'direct p50':>10} {'gw p50':>7} {'added p50':>9} {'added p99':>9}")  # fmt: skip
     verdicts = []
     for concurrency in (1, 16, 64):
-        d_rps, d_lat = await load(http, direct, plain, concurrency, requests)
-        g_rps, g_lat = await load(http, gateway, auth, concurrency, requests)
-        d50, g50 = statistics.median(d_lat), statistics.median(g_lat)
-        added99 = percentile(g_lat, 99) - percentile(d_lat, 99)
+        d, g = await compare(http, ((direct, plain), (gateway, auth)), concurrency, requests)
+        added99 = percentile(g.latencies, 99) - percentile(d.latencies, 99)
         print(
-            f"{concurrency:>4} {d_rps:>10.0f} {g_rps:>8.0f} {g_rps / d_rps:>6.2f} "
-            f"{d50:>8.2f}ms {g50:>5.2f}ms {g50 - d50:>7.3f}ms {added99:>7.3f}ms"
+            f"{concurrency:>4} {d.rps:>10.0f} {g.rps:>8.0f} {g.rps / d.rps:>6.2f} "
+            f"{d.p50:>8.2f}ms {g.p50:>5.2f}ms {g.p50 - d.p50:>7.3f}ms {added99:>7.3f}ms"
         )
         if concurrency == 1:
-            verdicts.append(("p50 added <= 0.5 ms at c=1", g50 - d50 <= 0.5))
+            verdicts.append(("p50 added <= 0.5 ms at c=1", g.p50 - d.p50 <= 0.5))
         if concurrency == 64:
-            verdicts.append(("throughput >= 0.7x direct at c=64", g_rps / d_rps >= 0.7))
-    d_ttft = await ttft(http, direct.replace("/v1", "/v1"), plain, 200)
-    g_ttft = await ttft(http, gateway, auth, 200)
+            verdicts.append(("throughput >= 0.7x direct at c=64", g.rps / d.rps >= 0.7))
+    d_ttft: list[float] = []
+    g_ttft: list[float] = []
+    for _ in range(ROUNDS):
+        d_ttft += await ttft(http, direct, plain, 25)
+        g_ttft += await ttft(http, gateway, auth, 25)
     added = statistics.median(g_ttft) - statistics.median(d_ttft)
     print(
         f"streaming TTFT p50: direct {statistics.median(d_ttft):.2f} ms, "

@@ -4,7 +4,10 @@ Guarantees:
 * Only SHA-256 digests of secrets are stored or cached; the digest found in the
   store is compared with ``hmac.compare_digest``.
 * Resolved identities are cached for ``CACHE_SECONDS``; any change to users,
-  keys or tokens calls ``invalidate()``, so a deleted key stops working at once.
+  keys or tokens calls ``invalidate()``, so a deleted key stops working at once
+  (a lookup that was running across an invalidation is not cached).
+* Concurrent misses for one token share one query, so an entry expiring while
+  many requests are in flight costs one query.
 * API key ``last_used`` times are buffered in memory and written in one batch
   every ``last_used_flush_seconds`` and at shutdown, so traffic does not turn
   into one database write per request.
@@ -33,6 +36,7 @@ from controller.security import (
     new_login_token,
     token_digest,
 )
+from controller.singleflight import SingleFlight
 from controller.store import ApiKey, Database, LoginToken, User, uncancelled
 from controller.store.timeutil import utcnow
 from shared.errors import Forbidden, Unauthorized
@@ -67,6 +71,8 @@ class Authenticator:
         self._rounds = bcrypt_rounds
         self._clock = clock
         self._cache: dict[str, tuple[Identity, float]] = {}
+        self._lookups: SingleFlight[str, Identity] = SingleFlight()
+        self._generation = 0
         self._last_used: dict[str, datetime] = {}
         # Compared against when the username is unknown, so timing does not
         # reveal which usernames exist.
@@ -77,16 +83,23 @@ class Authenticator:
     async def resolve(self, token: str) -> Identity:
         digest = token_digest(token)
         cached = self._cache.get(digest)
-        now = self._clock()
-        if cached is not None and cached[1] > now:
+        if cached is not None and cached[1] > self._clock():
             identity = cached[0]
         else:
-            identity = await self._lookup(token, digest)
-            if len(self._cache) >= CACHE_MAX:
-                self._cache.clear()
-            self._cache[digest] = (identity, now + CACHE_SECONDS)
+            identity = await self._lookups.run(
+                digest, lambda: self._lookup_and_cache(token, digest)
+            )
         if identity.api_key_id is not None:
             self._last_used[identity.api_key_id] = utcnow()
+        return identity
+
+    async def _lookup_and_cache(self, token: str, digest: str) -> Identity:
+        generation = self._generation
+        identity = await self._lookup(token, digest)
+        if generation == self._generation:
+            if len(self._cache) >= CACHE_MAX:
+                self._cache.clear()
+            self._cache[digest] = (identity, self._clock() + CACHE_SECONDS)
         return identity
 
     async def _lookup(self, token: str, digest: str) -> Identity:
@@ -123,6 +136,7 @@ class Authenticator:
 
     def invalidate(self) -> None:
         self._cache.clear()
+        self._generation += 1
 
     # ------------------------------------------------------------ login
 

@@ -92,7 +92,7 @@ class Proxy:
                 )
             else:
                 payload = raw if raw is not None else json.dumps(body).encode()
-                response = await self._json(identity, route, request.path, payload)
+                response = await self._json(request, identity, route, payload)
             status = response.status
             return response
         except GatewayError as exc:
@@ -122,12 +122,13 @@ class Proxy:
         self._metrics.gateway_tokens(route.name, prompt, completion)
 
     async def _json(
-        self, identity: Identity, route: Route, path: str, payload: bytes
+        self, request: web.Request, identity: Identity, route: Route, payload: bytes
     ) -> web.Response:
+        path = request.path
         try:
             async with asyncio.timeout(self._timeouts.total):
                 upstream = await self._client.post(
-                    route.host, route.port, path, payload, content_type=_JSON
+                    route.host, route.port, path, payload, content_type=_JSON, whole=True
                 )
                 data = await upstream.read()
         except TimeoutError:
@@ -135,11 +136,15 @@ class Proxy:
         except UpstreamError as exc:
             raise _broken(route, exc) from None
         status, content_type = upstream.status, upstream.headers.get("content-type", _JSON)
+        response = web.Response(body=data, status=status, headers={"Content-Type": content_type})
+        # The answer leaves before the bookkeeping: it is off the client's path.
+        await response.prepare(request)
+        await response.write_eof()
         usage = None
         if status == 200 and content_type.startswith(_JSON):
             usage = _usage_of(data)
         self._record(identity, route, usage)
-        return web.Response(body=data, status=status, headers={"Content-Type": content_type})
+        return response
 
     async def _stream(
         self,

@@ -7,8 +7,12 @@ Guarantees:
   so a status change is seen by the next request.
 * Whether the worker is online is asked of the fleet live, per request.
 
-Concurrency: event loop only. Two concurrent misses for the same name may both
-query the store; the later result wins, both are correct.
+* Concurrent misses for one name share one query (``SingleFlight``), so an
+  entry expiring under load costs one query, not one per request in flight.
+* A load that started before an invalidation is not cached: it may have read
+  the state the invalidation announced as changed.
+
+Concurrency: event loop only.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from controller.singleflight import SingleFlight
 from controller.store import Database, Deployment, Worker
 
 
@@ -43,17 +48,24 @@ class RouteTable:
         self._ttl = ttl
         self._clock = clock
         self._entries: dict[str, tuple[Route | None, float]] = {}
+        self._loads: SingleFlight[str, Route | None] = SingleFlight()
+        self._generation = 0
 
     def invalidate(self) -> None:
         self._entries.clear()
+        self._generation += 1
 
     async def lookup(self, name: str) -> Route | None:
         entry = self._entries.get(name)
-        now = self._clock()
-        if entry is not None and entry[1] > now:
+        if entry is not None and entry[1] > self._clock():
             return entry[0]
+        return await self._loads.run(name, lambda: self._load_and_cache(name))
+
+    async def _load_and_cache(self, name: str) -> Route | None:
+        generation = self._generation
         route = await self._load(name)
-        self._entries[name] = (route, now + self._ttl)
+        if generation == self._generation:
+            self._entries[name] = (route, self._clock() + self._ttl)
         return route
 
     async def _load(self, name: str) -> Route | None:

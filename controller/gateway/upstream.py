@@ -61,7 +61,10 @@ class _Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
-        self._head: asyncio.Future[None] | None = None
+        # Resolved when the caller may go on: at the headers for a stream,
+        # at the end of the message for a whole answer (one wake-up, not two).
+        self._ready: asyncio.Future[None] | None = None
+        self._whole = False
         self._waiter: asyncio.Future[None] | None = None
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
@@ -78,8 +81,9 @@ class _Connection(asyncio.Protocol):
 
     # -- the request -----------------------------------------------------
 
-    def send(self, data: bytes) -> None:
-        self._head = self._loop.create_future()
+    def send(self, data: bytes, *, whole: bool) -> None:
+        self._ready = self._loop.create_future()
+        self._whole = whole
         self._chunks.clear()
         self._buffered = 0
         self._error = None
@@ -90,10 +94,10 @@ class _Connection(asyncio.Protocol):
         assert self._transport is not None
         self._transport.write(data)
 
-    async def head(self) -> None:
-        """Wait for the status line and headers."""
-        assert self._head is not None
-        await self._head
+    async def ready(self) -> None:
+        """Wait for the headers, or for the whole answer when sent ``whole``."""
+        assert self._ready is not None
+        await self._ready
 
     async def read_chunk(self) -> bytes:
         """The next piece of the body as it arrived; ``b""`` at its end."""
@@ -134,9 +138,10 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if not self.complete and self._head is not None:
+        if not self.complete and self._ready is not None:
             if exc is None and self._headers_done and self._delimited_by_close():
                 self.complete = True  # the body ran until the engine closed
+                self._resolve()
             else:
                 reason = f": {exc}" if exc else ""
                 self._fail(UpstreamError(f"the engine closed the connection{reason}"))
@@ -152,13 +157,18 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.status = self._parser.get_status_code()
         self._headers_done = True
-        if self._head is not None and not self._head.done():
-            self._head.set_result(None)
+        if not self._whole:
+            self._resolve()
 
     def on_body(self, body: bytes) -> None:
         self._chunks.append(body)
         self._buffered += len(body)
-        if self._buffered > HIGH_WATER and not self._paused and self._transport is not None:
+        if (
+            self._buffered > HIGH_WATER
+            and not self._whole
+            and not self._paused
+            and self._transport is not None
+        ):
             self._paused = True
             self._transport.pause_reading()
         self._wake()
@@ -166,6 +176,7 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self.complete = True
         self.keep_alive = self._parser.should_keep_alive()
+        self._resolve()
         self._wake()
 
     # -- internals -------------------------------------------------------
@@ -178,9 +189,13 @@ class _Connection(asyncio.Protocol):
     def _fail(self, error: UpstreamError) -> None:
         if self._error is None:
             self._error = error
-        if self._head is not None and not self._head.done():
-            self._head.set_exception(error)
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(error)
         self._wake()
+
+    def _resolve(self) -> None:
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(None)
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -260,9 +275,18 @@ class EngineClient:
         return len(self._idle.get((host, port), ()))
 
     async def post(
-        self, host: str, port: int, path: str, body: bytes, *, content_type: str
+        self,
+        host: str,
+        port: int,
+        path: str,
+        body: bytes,
+        *,
+        content_type: str,
+        whole: bool = False,
     ) -> EngineResponse:
-        """Send ``body`` and wait for the answer's headers."""
+        """Send ``body`` and wait for the answer's headers, or with ``whole``
+        for the entire answer (a JSON reply: one wake-up instead of two, no
+        back-pressure, so only for answers of bounded size)."""
         origin = (host, port)
         request = (
             f"POST {path} HTTP/1.1\r\nHost: {_host_header(host, port)}\r\n"
@@ -275,8 +299,8 @@ class EngineClient:
             if connection is None:
                 connection = await self._connect(origin)
             try:
-                connection.send(request)
-                await connection.head()
+                connection.send(request, whole=whole)
+                await connection.ready()
             except UpstreamError:
                 connection.close()
                 if reused and not connection.got_bytes:
