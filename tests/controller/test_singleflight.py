@@ -40,7 +40,10 @@ async def test_other_keys_and_later_calls_load_again() -> None:
     flight: SingleFlight[str, str] = SingleFlight()
     load = Loader()
     load.release.set()
-    assert await asyncio.gather(flight.run("a", load), flight.run("b", load)) == ("value", "value")
+    assert list(await asyncio.gather(flight.run("a", load), flight.run("b", load))) == [
+        "value",
+        "value",
+    ]
     assert load.calls == 2
     await flight.run("a", load)
     assert load.calls == 3  # no caching: only calls that overlap are shared
