@@ -140,6 +140,7 @@ async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     proxy = Proxy(client, usage, timeouts, app[METRICS])
     app[GATEWAY] = Gateway(routes, proxy, usage, app[appkeys.AUTH], app[appkeys.FLEET])
+    app[METRICS].watch_gateway(proxy.in_flight_by_name)
     flusher = asyncio.create_task(usage.run(settings.usage_flush_seconds))
     try:
         yield

@@ -70,7 +70,14 @@ class Proxy:
         self._metrics = metrics or Metrics()
         self._usage = usage
         self._timeouts = timeouts
+        # Requests being forwarded, by deployment id (names kept for metrics).
         self.in_flight: Counter[str] = Counter()
+        self._names: dict[str, str] = {}
+
+    def in_flight_by_name(self) -> dict[str, int]:
+        """Requests being forwarded per deployment name; 0 for deployments
+        served before, so their series stay continuous."""
+        return {name: self.in_flight.get(i, 0) for i, name in self._names.items()}
 
     async def forward(
         self,
@@ -85,6 +92,7 @@ class Proxy:
         started = time.perf_counter()
         status = 500
         self.in_flight[route.deployment_id] += 1
+        self._names[route.deployment_id] = route.name
         try:
             if body.get("stream") is True:
                 response = await self._stream(

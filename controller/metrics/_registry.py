@@ -9,7 +9,7 @@ are cached in plain dicts). Labels are bounded: route templates, HTTP methods
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -96,6 +96,10 @@ class Metrics:
     def watch_fleet(self, fleet: Fleet) -> None:
         """Report this fleet's live sessions (streams, GPUs) when scraped."""
         self.state.fleet = fleet
+
+    def watch_gateway(self, in_flight: Callable[[], Mapping[str, int]]) -> None:
+        """Report the gateway's requests in flight per deployment when scraped."""
+        self.state.in_flight = in_flight
 
     async def refresh(self, db: Database) -> None:
         """Read the store's counts; called just before each scrape."""

@@ -1,14 +1,16 @@
-"""Gauges computed when scraped: counts from the store, live state from the fleet.
+"""Gauges computed when scraped: counts from the store, live state from the
+fleet and the gateway.
 
 The store's counts are read by ``refresh`` (the ``/metrics`` handler awaits it
 before rendering), because Prometheus collectors are synchronous; the fleet's
-sessions are read in ``collect`` itself (in memory, on the event loop). Known
-statuses are always reported, as zero when empty, so series do not vanish.
+sessions and the gateway's requests in flight are read in ``collect`` itself
+(in memory, on the event loop). Known statuses are always reported, as zero
+when empty, so series do not vanish.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, get_args
 
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -28,6 +30,7 @@ MIB = 1024 * 1024
 class StateCollector(Collector):
     def __init__(self) -> None:
         self.fleet: Fleet | None = None
+        self.in_flight: Callable[[], Mapping[str, int]] | None = None
         self._workers: dict[str, int] = {}
         self._deployments: dict[tuple[str, str], int] = {}
 
@@ -54,6 +57,15 @@ class StateCollector(Collector):
                 value=self.fleet.connected,
             )
             yield from _gpu_gauges(self.fleet)
+        if self.in_flight is not None:
+            gauge = GaugeMetricFamily(
+                "lmstack_gateway_requests_in_flight",
+                "Gateway requests being forwarded to an engine, by deployment",
+                labels=["deployment"],
+            )
+            for name, count in sorted(self.in_flight().items()):
+                gauge.add_metric([name], count)
+            yield gauge
 
     def _worker_gauge(self) -> GaugeMetricFamily:
         gauge = GaugeMetricFamily("lmstack_workers", "Workers by status", labels=["status"])

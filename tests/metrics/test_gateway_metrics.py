@@ -71,3 +71,21 @@ async def test_unknown_models_do_not_become_labels(stack: Stack) -> None:
     assert "no-such-model" not in got.label_values("lmstack_gateway_requests_total", "deployment")
     http = {"route": "/v1/chat/completions", "method": "POST", "status": "404"}
     assert got.value("lmstack_http_requests_total", **http) == 1
+
+
+async def test_requests_in_flight_per_deployment(tmp_path: Path) -> None:
+    # Tokens 0.3 s apart: a stream of 3 stays in flight for about a second.
+    async for stack in make_stack(tmp_path, STANDIN_TOKEN_DELAY="0.3"):
+        ours = {"deployment": MODEL}
+        async with client(stack) as sdk:
+            stream = await sdk.chat.completions.create(
+                model=MODEL, messages=MESSAGES, max_tokens=3, stream=True
+            )
+            first = await anext(aiter(stream))
+            assert first.choices
+            during = await scrape(stack.ctl)
+            rest = [chunk async for chunk in stream]
+        assert rest
+        after = await scrape(stack.ctl)
+        assert during.value("lmstack_gateway_requests_in_flight", **ours) == 1
+        assert after.value("lmstack_gateway_requests_in_flight", **ours) == 0
