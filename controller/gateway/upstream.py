@@ -71,6 +71,7 @@ class _Connection(asyncio.Protocol):
         self._paused = False
         self._error: UpstreamError | None = None
         self._headers_done = False
+        self._interim = False
         self.complete = False
         self.keep_alive = False
         self.got_bytes = False
@@ -133,7 +134,10 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            self._fail(UpstreamError(f"malformed HTTP answer: {exc}"))
+            if not self.complete:
+                self._fail(UpstreamError(f"malformed HTTP answer: {exc}"))
+            # Else garbage after a complete answer: keep the answer, drop the connection.
+            self.keep_alive = False
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -151,11 +155,18 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------
 
+    def on_message_begin(self) -> None:
+        self.headers = {}
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        self.status = self._parser.get_status_code()
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            self._interim = True  # e.g. 103 Early Hints: the answer comes after it
+            return
+        self.status = status
         self._headers_done = True
         if not self._whole:
             self._resolve()
@@ -174,6 +185,9 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
         self.complete = True
         self.keep_alive = self._parser.should_keep_alive()
         self._resolve()
@@ -209,6 +223,7 @@ class EngineResponse:
         self._connection = connection
         self._client = client
         self._done = False
+        self._released = False
         self.status = connection.status
         self.headers = connection.headers
 
@@ -239,7 +254,12 @@ class EngineResponse:
         return b"".join(parts)
 
     def release(self) -> None:
-        """Hand the connection back: to the pool if reusable, else closed."""
+        """Hand the connection back: to the pool if reusable, else closed.
+        Only the first release or close counts: the connection may serve
+        another request by the time of a second."""
+        if self._released:
+            return
+        self._released = True
         connection = self._connection
         if self._done and connection.complete and connection.keep_alive and not connection.closed:
             self._client._put(connection)
@@ -248,7 +268,9 @@ class EngineResponse:
 
     def close(self) -> None:
         """Drop the connection, e.g. when the client stopped listening."""
-        self._connection.close()
+        if not self._released:
+            self._released = True
+            self._connection.close()
 
 
 class EngineClient:
