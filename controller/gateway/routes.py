@@ -6,7 +6,6 @@ Guarantees:
   fleet reports a change (connect, disconnect, status report, deploy, stop),
   so a status change is seen by the next request.
 * Whether the worker is online is asked of the fleet live, per request.
-
 * Concurrent misses for one name share one query (``SingleFlight``), so an
   entry expiring under load costs one query, not one per request in flight.
 * A load that started before an invalidation is not cached: it may have read

@@ -88,12 +88,15 @@ class _Connection(asyncio.Protocol):
         self._chunks.clear()
         self._buffered = 0
         self._error = None
-        self._headers_done = False
+        self._headers_done = self._interim = False
         self.complete = self.keep_alive = self.got_bytes = False
         self.status = 0
         self.headers = {}
-        assert self._transport is not None
-        self._transport.write(data)
+        try:
+            assert self._transport is not None
+            self._transport.write(data)
+        except RuntimeError as exc:  # uvloop: the transport is closing
+            raise UpstreamError(f"the connection is closing: {exc}") from exc
 
     async def ready(self) -> None:
         """Wait for the headers, or for the whole answer when sent ``whole``."""
@@ -118,6 +121,12 @@ class _Connection(asyncio.Protocol):
             self._paused = False
             self._transport.resume_reading()
         return chunk
+
+    @property
+    def usable(self) -> bool:
+        """Open and not on its way to closing (the engine's EOF may have been
+        read, ``connection_lost`` not yet run)."""
+        return not self.closed and self._transport is not None and not self._transport.is_closing()
 
     def close(self) -> None:
         if self._transport is not None and not self.closed:
@@ -261,7 +270,7 @@ class EngineResponse:
             return
         self._released = True
         connection = self._connection
-        if self._done and connection.complete and connection.keep_alive and not connection.closed:
+        if self._done and connection.complete and connection.keep_alive and connection.usable:
             self._client._put(connection)
         else:
             connection.close()
@@ -345,7 +354,7 @@ class EngineClient:
         now = self._clock()
         while idle:
             connection = idle.pop()
-            if connection.closed:
+            if not connection.usable:
                 continue
             if now - connection.idle_since > self._idle_seconds:
                 connection.close()

@@ -8,18 +8,30 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import uvloop
 
 from agent.memory_runtime import MemoryRuntime
 from tests.conftest import Controller
 from tests.dockerutil import free_port
 from tests.fleetutil import RunningAgent, run_agent
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The engine client's tests run on the standard loop and on uvloop (which
+    the controller runs on); the other gateway tests on the standard loop."""
+    if item.path.name == "test_upstream.py":
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
+
 
 STANDIN = Path(__file__).resolve().parents[1] / "engine" / "standin_engine.py"
 MODEL = "tiny-chat"
