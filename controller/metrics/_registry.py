@@ -1,9 +1,9 @@
 """The metric definitions and the recorders the hot paths call.
 
-Hot-path guarantees: recording touches no database, takes no asyncio lock and
-allocates no label child after the first time a label set is seen (children
-are cached in plain dicts). Labels are bounded: route templates, HTTP methods
-(others count as ``OTHER``), statuses, deployment names, command kinds.
+Hot-path guarantees: recording touches no database and takes no lock (the
+per-request metrics are ``_hot`` counters and histograms, updated on the event
+loop and exported when scraped). Labels are bounded: route templates, HTTP
+methods (others count as ``OTHER``), statuses, deployment names, command kinds.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from controller.metrics._hot import HotCollector, HotCounter, HotHistogram
 from controller.metrics._state import StateCollector
 from shared.proto.lmstack.v1 import agent_pb2
 
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from controller.fleet import Fleet
     from controller.store import Database
 
+# prometheus_client's default buckets, for HTTP latency.
+_HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _LLM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -37,18 +40,29 @@ class Metrics:
         self._define_http()
         self._define_fleet()
         self._define_gateway()
-        self._http: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
-        self._by_deployment: dict[str, _DeploymentMetrics] = {}
-        self._gateway_status: dict[tuple[str, int], Counter] = {}
+        self.registry.register(
+            HotCollector(
+                [
+                    self.http_requests,
+                    self.http_latency,
+                    self.gateway_requests,
+                    self.gateway_errors,
+                    self.prompt_tokens,
+                    self.completion_tokens,
+                    self.ttft,
+                    self.gateway_latency,
+                ]
+            )
+        )
 
     def _define_http(self) -> None:
-        self.http_requests = Counter(
+        self.http_requests = HotCounter(
             "lmstack_http_requests", "HTTP requests answered, by route template, method and status",
-            ["route", "method", "status"], registry=self.registry,
+            ["route", "method", "status"],
         )  # fmt: skip
-        self.http_latency = Histogram(
+        self.http_latency = HotHistogram(
             "lmstack_http_request_duration_seconds", "HTTP request latency, by route and method",
-            ["route", "method"], registry=self.registry,
+            ["route", "method"], _HTTP_BUCKETS,
         )  # fmt: skip
 
     def _define_fleet(self) -> None:
@@ -63,32 +77,31 @@ class Metrics:
         )  # fmt: skip
 
     def _define_gateway(self) -> None:
-        self.gateway_requests = Counter(
+        self.gateway_requests = HotCounter(
             "lmstack_gateway_requests", "Gateway requests routed to a deployment, by status",
-            ["deployment", "status"], registry=self.registry,
+            ["deployment", "status"],
         )  # fmt: skip
-        self.gateway_errors = Counter(
+        self.gateway_errors = HotCounter(
             "lmstack_gateway_errors",
             "Gateway failures (engine unreachable, broken or too slow), before or during a stream",
-            ["deployment", "code"], registry=self.registry,
+            ["deployment", "code"],
         )  # fmt: skip
-        self.prompt_tokens = Counter(
-            "lmstack_gateway_prompt_tokens", "Prompt tokens reported by engines",
-            ["deployment"], registry=self.registry,
-        )  # fmt: skip
-        self.completion_tokens = Counter(
+        self.prompt_tokens = HotCounter(
+            "lmstack_gateway_prompt_tokens", "Prompt tokens reported by engines", ["deployment"]
+        )
+        self.completion_tokens = HotCounter(
             "lmstack_gateway_completion_tokens", "Completion tokens reported by engines",
-            ["deployment"], registry=self.registry,
+            ["deployment"],
         )  # fmt: skip
-        self.ttft = Histogram(
+        self.ttft = HotHistogram(
             "lmstack_gateway_time_to_first_token_seconds",
             "Streams: from the request reaching the gateway to its first event sent on",
-            ["deployment"], buckets=_TTFT_BUCKETS, registry=self.registry,
+            ["deployment"], _TTFT_BUCKETS,
         )  # fmt: skip
-        self.gateway_latency = Histogram(
+        self.gateway_latency = HotHistogram(
             "lmstack_gateway_request_duration_seconds",
             "Gateway request latency (whole stream for streams), by deployment",
-            ["deployment"], buckets=_LLM_BUCKETS, registry=self.registry,
+            ["deployment"], _LLM_BUCKETS,
         )  # fmt: skip
 
     # ------------------------------------------------------------ scrape time
@@ -110,16 +123,8 @@ class Metrics:
     def record_http(self, route: str, method: str, status: int, seconds: float) -> None:
         if method not in _METHODS:
             method = "OTHER"
-        key = (route, method, status)
-        children = self._http.get(key)
-        if children is None:
-            children = (
-                self.http_requests.labels(route, method, str(status)),
-                self.http_latency.labels(route, method),
-            )
-            self._http[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        self.http_requests.inc((route, method, status))
+        self.http_latency.observe((route, method), seconds)
 
     # ------------------------------------------------------------ fleet
 
@@ -128,44 +133,21 @@ class Metrics:
 
     # ------------------------------------------------------------ gateway
 
-    def _deployment(self, name: str) -> _DeploymentMetrics:
-        found = self._by_deployment.get(name)
-        if found is None:
-            found = self._by_deployment[name] = _DeploymentMetrics(self, name)
-        return found
-
     def gateway_request(self, deployment: str, status: int, seconds: float) -> None:
-        key = (deployment, status)
-        counter = self._gateway_status.get(key)
-        if counter is None:
-            counter = self._gateway_status[key] = self.gateway_requests.labels(
-                deployment, str(status)
-            )
-        counter.inc()
-        self._deployment(deployment).latency.observe(seconds)
+        self.gateway_requests.inc((deployment, status))
+        self.gateway_latency.observe((deployment,), seconds)
 
     def gateway_error(self, deployment: str, code: str) -> None:
-        self.gateway_errors.labels(deployment, code).inc()
+        self.gateway_errors.inc((deployment, code))
 
     def gateway_tokens(self, deployment: str, prompt: int, completion: int) -> None:
-        children = self._deployment(deployment)
         if prompt > 0:
-            children.prompt.inc(prompt)
+            self.prompt_tokens.inc((deployment,), prompt)
         if completion > 0:
-            children.completion.inc(completion)
+            self.completion_tokens.inc((deployment,), completion)
 
     def first_token(self, deployment: str, seconds: float) -> None:
-        self._deployment(deployment).ttft.observe(seconds)
-
-
-class _DeploymentMetrics:
-    """The label children of one deployment, made once."""
-
-    def __init__(self, metrics: Metrics, name: str) -> None:
-        self.latency = metrics.gateway_latency.labels(name)
-        self.ttft = metrics.ttft.labels(name)
-        self.prompt = metrics.prompt_tokens.labels(name)
-        self.completion = metrics.completion_tokens.labels(name)
+        self.ttft.observe((deployment,), seconds)
 
 
 def _awaited_answer(message: agent_pb2.ControllerMessage) -> tuple[str, str] | None:
