@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 from sqlalchemy import delete, select, update
@@ -73,7 +73,8 @@ class Authenticator:
         self._cache: dict[str, tuple[Identity, float]] = {}
         self._lookups: SingleFlight[str, Identity] = SingleFlight()
         self._generation = 0
-        self._last_used: dict[str, datetime] = {}
+        # Epoch seconds (cheaper than a datetime per request), converted when written.
+        self._last_used: dict[str, float] = {}
         # Compared against when the username is unknown, so timing does not
         # reveal which usernames exist.
         self._dummy_hash: str | None = None
@@ -90,7 +91,7 @@ class Authenticator:
                 digest, lambda: self._lookup_and_cache(token, digest)
             )
         if identity.api_key_id is not None:
-            self._last_used[identity.api_key_id] = utcnow()
+            self._last_used[identity.api_key_id] = time.time()
         return identity
 
     async def _lookup_and_cache(self, token: str, digest: str) -> Identity:
@@ -169,7 +170,8 @@ class Authenticator:
     # ------------------------------------------------------------ key usage
 
     def pending_last_used(self, key_id: str) -> datetime | None:
-        return self._last_used.get(key_id)
+        when = self._last_used.get(key_id)
+        return None if when is None else datetime.fromtimestamp(when, UTC)
 
     async def flush_last_used(self) -> None:
         if not self._last_used:
@@ -178,7 +180,9 @@ class Authenticator:
         async with self._db.session() as session:
             for key_id, when in batch.items():
                 await session.execute(
-                    update(ApiKey).where(ApiKey.id == key_id).values(last_used=when)
+                    update(ApiKey)
+                    .where(ApiKey.id == key_id)
+                    .values(last_used=datetime.fromtimestamp(when, UTC))
                 )
             await session.commit()
         log.debug("wrote last_used for %d API keys", len(batch))

@@ -13,7 +13,9 @@ swaps the buffer out before its first await.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -42,7 +44,13 @@ class Counts:
 
 
 def today() -> str:
-    return datetime.now(UTC).date().isoformat()
+    """The UTC date, ``YYYY-MM-DD`` (asked per request: the string is made once a day)."""
+    return _iso_day(int(time.time() // 86400))
+
+
+@functools.lru_cache(maxsize=4)
+def _iso_day(day: int) -> str:
+    return datetime.fromtimestamp(day * 86400, UTC).date().isoformat()
 
 
 class UsageRecorder:

@@ -1,9 +1,13 @@
-"""Pure pieces of the gateway: SSE pass-through and usage extraction."""
+"""Pure pieces of the gateway: SSE pass-through, usage extraction, usage days."""
 
 from __future__ import annotations
 
 import json
+import time
 
+import pytest
+
+from controller.gateway import usage
 from controller.gateway.proxy import _usage_of
 from controller.gateway.sse import SSEPassThrough
 
@@ -50,3 +54,10 @@ def test_usage_of_answers() -> None:
     assert _usage_of(b'{"choices": []}') is None
     assert _usage_of(b'{"usage": {broken') is None
     assert _usage_of(b"not json at all") is None
+
+
+def test_usage_day_is_the_utc_date_and_rolls_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)  # 2023-11-14T22:13:20Z
+    assert usage.today() == "2023-11-14"
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0 + 2 * 3600)
+    assert usage.today() == "2023-11-15"
