@@ -10,6 +10,7 @@ with the in-process controller. Screenshots of every main page are written to
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, Route, async_playwright, expect
 
 from agent.memory_runtime import MemoryRuntime
 from tests.conftest import Controller
@@ -237,3 +238,27 @@ async def test_the_dashboard_end_to_end(stack: Stack, browser: Browser) -> None:
 
     await context.close()
     assert errors == []
+
+
+async def test_a_page_left_while_loading_never_covers_the_next(
+    stack: Stack, browser: Browser
+) -> None:
+    context = await browser.new_context(viewport={"width": 1366, "height": 800})
+    page = await context.new_page()
+    await sign_in(page, stack.ctl.url, "admin", "admin-password-1")
+    await expect(page.locator("[data-testid=workers-online]")).to_have_text("1")
+
+    async def slowly(route: Route) -> None:
+        await asyncio.sleep(1.0)
+        await route.continue_()
+
+    # The Deployments page starts by loading the workers: hold that answer back.
+    await page.route("**/api/workers", slowly)
+    nav = page.get_by_role("navigation", name="Main")
+    await nav.get_by_role("link", name="Deployments").click()
+    await nav.get_by_role("link", name="Playground").click()
+    await expect(page.get_by_role("heading", name="Playground")).to_be_visible()
+    await asyncio.sleep(1.5)  # the Deployments page has its answer by now
+    await expect(page.get_by_role("heading", name="Playground")).to_be_visible()
+    await expect(page.get_by_role("table", name="Deployments")).to_have_count(0)
+    await context.close()

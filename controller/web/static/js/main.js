@@ -1,5 +1,6 @@
 // The dashboard's shell: sign-in state, navigation and a hash router.
-// Each page module exports `render(ctx, ...params)`; `ctx.view` is <main>,
+// Each page module exports `render(ctx, ...params)`; `ctx.view` is the page's own
+// container in <main>,
 // `ctx.onEvent(fn)` receives /ws/status messages and `ctx.onCleanup(fn)` runs
 // when the user leaves the page (sockets closed, timers cleared).
 
@@ -79,8 +80,7 @@ async function route() {
       location.replace("#/login");
       return;
     }
-    const ctx = context();
-    await login.render(ctx);
+    await login.render(context());
     return;
   }
   try {
@@ -97,23 +97,27 @@ async function route() {
     if (match) {
       document.title = `${title} · LMStack`;
       const ctx = context();
-      clear(main, h("p", { className: "loading" }, "Loading…"));
       try {
         await render(ctx, ...match.slice(1));
       } catch (error) {
         if (error instanceof ApiError && error.status === 401) return;
-        clear(main, h("p", { className: "alert alert-error", role: "alert" }, error.message));
+        clear(ctx.view, h("p", { className: "alert alert-error", role: "alert" }, error.message));
       }
-      main.focus({ preventScroll: true });
+      if (ctx.view.isConnected) main.focus({ preventScroll: true });
       return;
     }
   }
   clear(main, h("h1", {}, "Not found"), h("p", {}, h("a", { href: "#/" }, "Back to the overview")));
 }
 
+// Each page renders into a container of its own, put in <main> now: when the
+// user moves on while the page still loads or refreshes, its late writes land
+// in a container that is no longer in the document, never over the next page.
 function context() {
+  const view = h("div", { className: "page" }, h("p", { className: "loading" }, "Loading…"));
+  clear(main, view);
   return {
-    view: main,
+    view,
     onCleanup(fn) {
       cleanups.push(fn);
     },
