@@ -365,6 +365,11 @@ class DockerRuntime:
                 await report(self._update(spec, STARTING, container_id, "engine starting"))
             try:
                 await self._wait_ready(http, container_id, url, timeout)
+                if plan.model_pull is not None:
+                    await report(
+                        self._update(spec, STARTING, container_id, f"pulling model {spec.model}")
+                    )
+                    await _pull_model(http, plan, self._health_host, timeout)
             except Exception:
                 # A failed start leaves nothing behind; the report carries the reason.
                 await self._remove_quietly(container_id)
@@ -593,6 +598,27 @@ class DockerRuntime:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+async def _pull_model(
+    http: aiohttp.ClientSession, plan: ContainerPlan, host: str, within: float
+) -> None:
+    """The backend's model pull (Ollama: ``POST /api/pull``), given ``within`` seconds:
+    downloads take long, so not the short health-check limit."""
+    assert plan.model_pull is not None
+    path, body = plan.model_pull
+    url = f"http://{host}:{plan.host_port}{path}"
+    try:
+        async with http.post(
+            url, json=body, timeout=aiohttp.ClientTimeout(total=within)
+        ) as response:
+            text = await response.text()
+    except TimeoutError:
+        raise _DeployFailed(f"pulling the model did not finish within {within:g}s") from None
+    except aiohttp.ClientError as exc:
+        raise _DeployFailed(f"pulling the model failed: {exc}") from exc
+    if response.status != 200 or '"error"' in text:
+        raise _DeployFailed(f"pulling the model failed: HTTP {response.status}: {text[:500]}")
 
 
 async def _healthy(http: aiohttp.ClientSession, url: str) -> bool:

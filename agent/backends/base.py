@@ -2,7 +2,8 @@
 
 A backend is pure (no Docker, no I/O): from a ``DeploySpec`` it says which image to run,
 the command line, the port the engine listens on inside the container, the path that
-answers 200 once the engine is ready, and how much of each GPU the deployment reserves.
+answers 200 once the engine is ready, the request that fetches the model when the engine
+starts without it, and how much of each GPU the deployment reserves.
 The runtime (``agent.runtime``) turns that into a container; the scheduler uses
 ``gpu_reservation`` to place deployments.
 
@@ -48,6 +49,11 @@ class Backend(ABC):
     @abstractmethod
     def command(self, spec: DeploySpec) -> list[str]:
         """The container command (arguments to the image's entrypoint)."""
+
+    def model_pull(self, spec: DeploySpec) -> tuple[str, dict[str, Any]] | None:
+        """A POST (path, JSON body) the engine needs once it answers and before it can
+        serve, e.g. fetching the model into an engine that starts empty; ``None``: none."""
+        return None
 
     def env(self, spec: DeploySpec) -> dict[str, str]:
         """Environment the engine itself needs (the runtime adds HF_TOKEN and user env)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agent.backends import HF_CACHE_TARGET, get_backend
 from agent.types import (
@@ -39,6 +40,8 @@ class ContainerPlan:
     engine_port: int
     host_port: int
     health_path: str
+    # A POST (path, body) the engine needs once healthy: Ollama's model pull.
+    model_pull: tuple[str, dict[str, Any]] | None
     # GPU indices to request from the NVIDIA runtime; empty: no device request.
     gpu_indices: tuple[int, ...]
     hf_cache_dir: Path
@@ -84,6 +87,7 @@ def plan_container(
         engine_port=backend.engine_port,
         host_port=spec.host_port,
         health_path=backend.health_path,
+        model_pull=backend.model_pull(spec),
         gpu_indices=gpu_indices,
         hf_cache_dir=hf_cache_dir,
         hf_cache_target=HF_CACHE_TARGET,

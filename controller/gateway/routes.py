@@ -92,7 +92,10 @@ class RouteTable:
 
 
 def _route(row: Deployment, address: str | None) -> Route:
-    served = str((row.config or {}).get("served_model_name") or row.name)
+    if row.backend == "ollama":
+        served = row.model  # Ollama serves models by their tag, the deployment's model
+    else:
+        served = str((row.config or {}).get("served_model_name") or row.name)
     host = (address or "").strip("[]")
     shown = f"[{host}]" if ":" in host else host  # an IPv6 literal
     return Route(

@@ -245,3 +245,75 @@ async def test_openai_sdk_through_the_gateway_to_a_container(
     assert usage["totals"] == {
         "requests": 2, "prompt_tokens": 3, "completion_tokens": 7, "total_tokens": 10
     }  # fmt: skip
+
+
+async def create_ollama(
+    ctl: Controller, worker_id: str, name: str, image: str, **env: str
+) -> dict[str, Any]:
+    body = {
+        "name": name,
+        "backend": "ollama",
+        "model": "qwen2.5:0.5b",
+        "worker_id": worker_id,
+        "config": {"image": image, "env": env, "startup_timeout": 30},
+    }
+    status, created = await ctl.admin("POST", "/api/deployments", json=body)
+    assert status == 201, created
+    assert isinstance(created, dict)
+    return created
+
+
+async def test_ollama_pulls_its_model_then_serves_it_by_tag(
+    e2e_controller: Controller, agents: Any, docker_client: docker.DockerClient,
+    engine_image: str, prefix: str,
+) -> None:  # fmt: skip
+    ctl = e2e_controller
+    agent: AgentProcess = agents()
+    await agent.start()
+    worker_id = await agent.wait_online()
+    name = f"{prefix}-ollama"
+    # The stand-in image started as `serve` behaves like Ollama: empty until a pull.
+    created = await create_ollama(ctl, worker_id, name, engine_image, STANDIN_PULL_DELAY="1.5")
+    messages: list[str] = []
+    for _ in range(300):
+        _, row = await ctl.admin("GET", f"/api/deployments/{created['id']}")
+        messages.append(row["status_message"])
+        if row["status"] != "starting" and row["status"] != "pending":
+            break
+        await asyncio.sleep(0.05)
+    assert row["status"] == "running", row
+    assert "pulling model qwen2.5:0.5b" in messages  # reported while it downloads
+    container = container_of(docker_client, name)
+    assert "OLLAMA_MODELS=/root/.cache/huggingface/ollama" in container.attrs["Config"]["Env"]
+    assert b"pulled qwen2.5:0.5b" in container.logs()
+
+    _, key = await ctl.admin("POST", "/api/api-keys", json={"name": "sdk"})
+    async with openai.AsyncOpenAI(
+        base_url=ctl.url + "/v1", api_key=key["key"], max_retries=0
+    ) as client:
+        # Clients use the deployment's name; Ollama is asked for its tag.
+        reply = await client.chat.completions.create(
+            model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=2
+        )
+    assert reply.model == "qwen2.5:0.5b"
+    assert reply.choices[0].message.content == "lorem ipsum"
+
+    status, _ = await ctl.admin("DELETE", f"/api/deployments/{created['id']}")
+    assert status == 204
+    await wait_gone(docker_client, name)
+
+
+async def test_a_failed_ollama_pull_is_an_error_and_leaves_no_container(
+    e2e_controller: Controller, agents: Any, docker_client: docker.DockerClient,
+    engine_image: str, prefix: str,
+) -> None:  # fmt: skip
+    ctl = e2e_controller
+    agent: AgentProcess = agents()
+    await agent.start()
+    worker_id = await agent.wait_online()
+    name = f"{prefix}-nopull"
+    created = await create_ollama(ctl, worker_id, name, engine_image, STANDIN_PULL_FAIL="1")
+    failed = await wait_status(ctl, created["id"], "error")
+    assert "pulling the model failed" in failed["status_message"]
+    assert "file does not exist" in failed["status_message"]  # Ollama's own words
+    await wait_gone(docker_client, name)

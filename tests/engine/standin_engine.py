@@ -10,6 +10,12 @@ It takes vLLM's command line (unknown flags are tolerated) and serves:
   with empty ``choices`` and ``usage``, as vLLM and OpenAI do;
 * ``POST /v1/embeddings`` -- deterministic vectors with ``usage``.
 
+Started as ``serve`` (the Ollama image's command: ``ollama serve``) it behaves like Ollama
+instead: it listens on ``OLLAMA_HOST`` (default ``127.0.0.1:11434``), serves no model until
+one is pulled, answers ``GET /api/version``, and ``POST /api/pull`` (``{"model", "stream":
+false}``) adds the model to those it serves after ``STANDIN_PULL_DELAY`` seconds, or fails
+as Ollama does (500, ``{"error": ...}``) when ``STANDIN_PULL_FAIL`` is set.
+
 Errors use OpenAI's shape (``{"error": {"message", "type", "code"}}``). SIGTERM exits 0.
 ``STANDIN_CRASH_AFTER`` seconds after start the process prints an error line and exits with
 ``STANDIN_EXIT_CODE`` (default 3); ``STANDIN_TOKEN_DELAY`` is the time per generated token
@@ -78,12 +84,15 @@ def embedding(text: str) -> list[float]:
 
 
 class Engine:
-    """State shared by all handler threads (read-only after start, except ``started``)."""
+    """State shared by all handler threads (read-only after start, except the models an
+    Ollama-style engine pulls)."""
 
     def __init__(self, args: argparse.Namespace, unknown: list[str]) -> None:
-        self.model = args.model
-        names = args.served_model_name or [args.model]
+        self.ollama = bool(unknown) and unknown[0] == "serve"
+        self.model = None if self.ollama else args.model
+        names = [] if self.ollama else args.served_model_name or [args.model]
         self.served_names: list[str] = list(names)
+        self.lock = threading.Lock()
         self.args = args
         self.unknown = unknown
         self.started = time.monotonic()
@@ -94,7 +103,13 @@ class Engine:
         return time.monotonic() - self.started >= self.start_delay
 
     def knows(self, model: str | None) -> bool:
-        return model is None or model in self.served_names or model == self.model
+        with self.lock:
+            return model is None or model in self.served_names or model == self.model
+
+    def pulled(self, model: str) -> None:
+        with self.lock:
+            if model not in self.served_names:
+                self.served_names.append(model)
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -142,7 +157,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
-        if path == "/health":
+        if path == "/api/version" and self.engine.ollama:
+            self._send_json(200, {"version": "0.0.0-standin"})
+        elif path == "/health":
             if self.engine.ready():
                 self._send_json(200, {"status": "ok"})
             else:
@@ -164,6 +181,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "/v1/completions": self._completions,
             "/v1/embeddings": self._embeddings,
         }
+        if self.engine.ollama and path == "/api/pull":
+            body = self._read_json()
+            if body is not None:
+                self._pull(body)
+            return
         route = routes.get(path)
         if route is None:
             # Drain the body so keep-alive stays in sync.
@@ -183,6 +205,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._error(404, f"The model `{model}` does not exist.", "NotFoundError", "404")
             return
         route(path, body)
+
+    def _pull(self, body: dict[str, Any]) -> None:
+        model = body.get("model") or body.get("name")
+        if not isinstance(model, str) or not model:
+            self._send_json(400, {"error": "model is required"})
+            return
+        time.sleep(float(os.environ.get("STANDIN_PULL_DELAY", "0") or 0))
+        if os.environ.get("STANDIN_PULL_FAIL"):
+            self._send_json(500, {"error": "pull model manifest: file does not exist"})
+            return
+        self.engine.pulled(model)
+        log(f"standin: pulled {model}")
+        self._send_json(200, {"status": "success"})
 
     def _completions(self, path: str, body: dict[str, Any]) -> None:
         chat = path.endswith("/chat/completions")
@@ -317,6 +352,9 @@ class Server(http.server.ThreadingHTTPServer):
 def main(argv: list[str] | None = None) -> int:
     args, unknown = parse_args(sys.argv[1:] if argv is None else argv)
     engine = Engine(args, unknown)
+    if engine.ollama:
+        host, _, port = os.environ.get("OLLAMA_HOST", "127.0.0.1:11434").rpartition(":")
+        args.host, args.port = host or "127.0.0.1", int(port)
     handler = type("BoundHandler", (Handler,), {"engine": engine})
     server = Server((args.host, args.port), handler)
     server.daemon_threads = True

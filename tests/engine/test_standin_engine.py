@@ -139,3 +139,36 @@ async def test_start_delay_knob() -> None:
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    proc.wait(timeout=10)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+async def test_started_as_serve_it_behaves_like_ollama() -> None:
+    listen = free_port()  # from OLLAMA_HOST, as Ollama does; --port is ignored
+    proc = start(free_port(), "serve", OLLAMA_HOST=f"127.0.0.1:{listen}")
+    try:
+        base = f"http://127.0.0.1:{listen}"
+        assert await call(f"{base}/api/version") == (200, {"version": "0.0.0-standin"})
+        chat = {"model": "qwen2.5:0.5b", "messages": [{"role": "user", "content": "hi"}]}
+        assert (await call(f"{base}/v1/chat/completions", chat))[0] == 404  # nothing pulled
+        pull = {"model": "qwen2.5:0.5b", "stream": False}
+        assert await call(f"{base}/api/pull", pull) == (200, {"status": "success"})
+        status, body = await call(f"{base}/v1/chat/completions", {**chat, "max_tokens": 2})
+        assert status == 200 and body["model"] == "qwen2.5:0.5b"
+    finally:
+        stop(proc)
+
+
+async def test_a_failing_ollama_pull() -> None:
+    listen = free_port()
+    proc = start(free_port(), "serve", OLLAMA_HOST=f"127.0.0.1:{listen}", STANDIN_PULL_FAIL="1")
+    try:
+        status, body = await call(f"http://127.0.0.1:{listen}/api/pull", {"model": "x:1b"})
+        assert status == 500 and "file does not exist" in body["error"]
+    finally:
+        stop(proc)

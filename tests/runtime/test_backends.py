@@ -161,7 +161,17 @@ def test_ollama() -> None:
     assert backend.image(spec("ollama")) == "ollama/ollama:latest"
     assert (backend.engine_port, backend.health_path) == (11434, "/api/version")
     assert backend.command(spec("ollama")) == ["serve"]
-    assert backend.env(spec("ollama")) == {"OLLAMA_HOST": "0.0.0.0:11434"}
+    assert backend.env(spec("ollama")) == {
+        "OLLAMA_HOST": "0.0.0.0:11434",
+        "OLLAMA_MODELS": "/root/.cache/huggingface/ollama",  # in the mounted cache
+    }
+    # It starts empty: the model is pulled once it answers.
+    deployment = spec("ollama")
+    assert backend.model_pull(deployment) == (
+        "/api/pull",
+        {"model": deployment.model, "stream": False},
+    )
+    assert get_backend("vllm").model_pull(spec("vllm")) is None
 
 
 @pytest.mark.parametrize(
