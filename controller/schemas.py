@@ -14,6 +14,7 @@ from pydantic import (
     StringConstraints,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from controller.store.timeutil import iso_z
@@ -337,6 +338,12 @@ class UsageQuery(Query):
     deployment: str | None = Field(default=None, description="Deployment name")
     start: date | None = Field(default=None, description="First day, inclusive (UTC)")
     end: date | None = Field(default=None, description="Last day, inclusive (UTC)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> UsageQuery:
+        if self.start is not None and self.end is not None and self.end < self.start:
+            raise ValueError("end is before start")
+        return self
 
 
 class UsageRow(BaseModel):

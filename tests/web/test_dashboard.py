@@ -15,6 +15,7 @@ import re
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -202,8 +203,19 @@ async def test_the_dashboard_end_to_end(stack: Stack, browser: Browser) -> None:
     await shot(page, "09-users")
     await nav.get_by_role("link", name="Usage").click()
     await expect(page.get_by_role("img", name="Tokens per day")).to_be_visible()
-    await expect(page.get_by_role("table", name="Usage totals")).to_contain_text(MODEL)
+    totals = page.get_by_role("table", name="Usage totals")
+    await expect(totals).to_contain_text(MODEL)
     await shot(page, "10-usage")
+    # Between two dates: nothing from tomorrow on, today's traffic again from today.
+    today = datetime.now(UTC).date()
+    await page.get_by_label("From", exact=True).fill((today + timedelta(days=1)).isoformat())
+    await expect(page.get_by_text("No gateway traffic recorded yet.")).to_be_visible()
+    await expect(totals).not_to_contain_text(MODEL)
+    await page.get_by_label("From", exact=True).fill(today.isoformat())
+    await page.get_by_label("To", exact=True).fill(today.isoformat())
+    await expect(totals).to_contain_text(MODEL)
+    await page.get_by_label("To", exact=True).fill((today - timedelta(days=1)).isoformat())
+    await expect(page.get_by_role("alert")).to_be_visible()  # the API refuses end < start
 
     # -- a phone-sized overview stays readable
     phone = await browser.new_page(viewport={"width": 390, "height": 844})

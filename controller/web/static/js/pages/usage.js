@@ -1,15 +1,18 @@
 // Usage: gateway tokens and requests per day, per API key or per deployment,
-// drawn as line charts, with the totals in a table.
+// drawn as line charts, with the totals in a table; optionally between two dates.
 
 import { get } from "../api.js";
 import { formatNumber, lineChart } from "../charts.js";
-import { clear, field, h, pageHeader } from "../dom.js";
+import { alertBox, clear, field, h, pageHeader } from "../dom.js";
 
 export async function render(ctx) {
-  const [usage, keys] = await Promise.all([get("/api/usage"), get("/api/api-keys")]);
+  let [usage, keys] = await Promise.all([get("/api/usage"), get("/api/api-keys")]);
   const keyNames = new Map(keys.items.map((k) => [k.id, k.name]));
   const groupBy = h("select", { name: "group" },
     h("option", { value: "deployment" }, "Deployment"), h("option", { value: "key" }, "API key"));
+  const start = h("input", { type: "date", name: "start" });
+  const end = h("input", { type: "date", name: "end" });
+  const problem = h("div");
   const charts = h("div", { className: "chart-grid" });
   const table = h("div", { className: "scroll" });
 
@@ -40,10 +43,31 @@ export async function render(ctx) {
       h("tfoot", {}, h("tr", {}, h("th", { scope: "row" }, "Total"), h("td", {}, formatNumber(usage.totals.requests)), h("td", {}, formatNumber(usage.totals.total_tokens))))));
   }
 
+  // Each change asks again; only the answer to the latest question is drawn.
+  let asked = 0;
+  async function reload() {
+    const question = ++asked;
+    const params = new URLSearchParams();
+    if (start.value) params.set("start", start.value);
+    if (end.value) params.set("end", end.value);
+    try {
+      const answer = await get(`/api/usage${params.size ? `?${params}` : ""}`);
+      if (question !== asked) return;
+      usage = answer;
+      clear(problem);
+      draw();
+    } catch (error) {
+      if (question === asked) clear(problem, alertBox(error.message));
+    }
+  }
+
   groupBy.addEventListener("change", draw);
+  start.addEventListener("change", reload);
+  end.addEventListener("change", reload);
   draw();
   clear(ctx.view, pageHeader("Usage"),
     h("p", { className: "muted" }, ctx.isAdmin ? "Everyone's gateway traffic." : "Your gateway traffic."),
-    h("form", { className: "filters", onsubmit: (e) => e.preventDefault() }, field("Group by", groupBy)),
-    h("section", { className: "card" }, charts), h("section", { className: "card" }, table));
+    h("form", { className: "filters", onsubmit: (e) => e.preventDefault() },
+      field("Group by", groupBy), field("From", start), field("To", end)),
+    problem, h("section", { className: "card" }, charts), h("section", { className: "card" }, table));
 }
