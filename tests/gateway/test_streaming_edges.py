@@ -26,15 +26,17 @@ def headers(stack: Stack) -> dict[str, str]:
 
 
 @pytest.fixture
-async def slow_stack(tmp_path: Path) -> AsyncIterator[Stack]:
+async def slow_stack(tmp_path: Path, database_url: str) -> AsyncIterator[Stack]:
     """Tokens 0.3 s apart; keep-alive comments every 0.1 s; 1 s upstream timeout."""
     overrides = {"gateway_keepalive_seconds": 0.1, "gateway_timeout": 1.0}
-    async for value in make_stack(tmp_path, overrides=overrides, STANDIN_TOKEN_DELAY="0.3"):
+    async for value in make_stack(
+        tmp_path, overrides=overrides, database_url=database_url, STANDIN_TOKEN_DELAY="0.3"
+    ):
         yield value
 
 
-async def test_malformed_bodies_are_400(tmp_path: Path) -> None:
-    async for stack in make_stack(tmp_path):
+async def test_malformed_bodies_are_400(tmp_path: Path, database_url: str) -> None:
+    async for stack in make_stack(tmp_path, database_url=database_url):
         async with aiohttp.ClientSession() as http:
             for raw in (b"{nope", b"[1]", b'"x"', b"", b'{"messages": []}'):
                 async with http.post(
@@ -106,9 +108,13 @@ async def test_upstream_timeout_is_504(slow_stack: Stack) -> None:
     assert info.value.code == "upstream_timeout"
 
 
-async def test_error_after_the_stream_started_is_an_sse_event(tmp_path: Path) -> None:
+async def test_error_after_the_stream_started_is_an_sse_event(
+    tmp_path: Path, database_url: str
+) -> None:
     # The engine process dies 1.2 s in, in the middle of a slow stream.
-    async for stack in make_stack(tmp_path, STANDIN_TOKEN_DELAY="0.3", STANDIN_CRASH_AFTER="1.2"):
+    async for stack in make_stack(
+        tmp_path, database_url=database_url, STANDIN_TOKEN_DELAY="0.3", STANDIN_CRASH_AFTER="1.2"
+    ):
         async with (
             aiohttp.ClientSession() as http,
             http.post(
@@ -126,8 +132,10 @@ async def test_error_after_the_stream_started_is_an_sse_event(tmp_path: Path) ->
         assert any(b"lorem" in line for line in data)  # it had started
 
 
-async def test_sdk_raises_on_a_mid_stream_error(tmp_path: Path) -> None:
-    async for stack in make_stack(tmp_path, STANDIN_TOKEN_DELAY="0.2", STANDIN_CRASH_AFTER="0.9"):
+async def test_sdk_raises_on_a_mid_stream_error(tmp_path: Path, database_url: str) -> None:
+    async for stack in make_stack(
+        tmp_path, database_url=database_url, STANDIN_TOKEN_DELAY="0.2", STANDIN_CRASH_AFTER="0.9"
+    ):
         async with openai.AsyncOpenAI(
             base_url=stack.base_url, api_key=stack.key, max_retries=0
         ) as client:
