@@ -53,6 +53,13 @@ async def wait_status(
     )
 
 
+async def started(agents: Any) -> tuple[AgentProcess, str]:
+    """A new agent process, started and online: it and its worker id."""
+    agent: AgentProcess = agents()
+    await agent.start()
+    return agent, await agent.wait_online()
+
+
 def container_of(client: docker.DockerClient, name: str) -> Any:
     return client.containers.get(f"lmstack-{name}")
 
@@ -73,9 +80,7 @@ async def test_create_run_logs_containers_delete(
     engine_image: str, prefix: str,
 ) -> None:  # fmt: skip
     ctl = e2e_controller
-    agent: AgentProcess = agents()
-    await agent.start()
-    worker_id = await agent.wait_online()
+    _, worker_id = await started(agents)
     status, worker = await ctl.admin("GET", f"/api/workers/{worker_id}")
     assert worker["status"] == "online" and worker["runtime_error"] == ""
     assert worker["system_info"]["docker_version"]
@@ -124,9 +129,7 @@ async def test_engine_that_exits_is_an_error_with_exit_code(
     e2e_controller: Controller, agents: Any, engine_image: str, prefix: str
 ) -> None:
     ctl = e2e_controller
-    agent: AgentProcess = agents()
-    await agent.start()
-    worker_id = await agent.wait_online()
+    _, worker_id = await started(agents)
     created = await create(
         ctl, worker_id, f"{prefix}-crash", engine_image,
         STANDIN_CRASH_AFTER="1.5", STANDIN_EXIT_CODE="7",
@@ -141,9 +144,7 @@ async def test_agent_restart_adopts_and_delete_while_away_cleans_up(
     engine_image: str, prefix: str,
 ) -> None:  # fmt: skip
     ctl = e2e_controller
-    agent: AgentProcess = agents()
-    await agent.start()
-    worker_id = await agent.wait_online()
+    agent, worker_id = await started(agents)
     keep = await create(ctl, worker_id, f"{prefix}-keep", engine_image)
     drop = await create(ctl, worker_id, f"{prefix}-drop", engine_image)
     await wait_status(ctl, keep["id"], "running")
@@ -174,9 +175,7 @@ async def test_controller_restart_agent_reconnects(
     engine_image: str, prefix: str,
 ) -> None:  # fmt: skip
     ctl = e2e_controller
-    agent: AgentProcess = agents()
-    await agent.start()
-    worker_id = await agent.wait_online()
+    agent, worker_id = await started(agents)
     created = await create(ctl, worker_id, f"{prefix}-stay", engine_image)
     await wait_status(ctl, created["id"], "running")
     container = container_of(docker_client, f"{prefix}-stay")
@@ -218,9 +217,7 @@ async def test_openai_sdk_through_the_gateway_to_a_container(
     e2e_controller: Controller, agents: Any, engine_image: str, prefix: str
 ) -> None:
     ctl = e2e_controller
-    agent: AgentProcess = agents()
-    await agent.start()
-    worker_id = await agent.wait_online()
+    _, worker_id = await started(agents)
     name = f"{prefix}-gw"
     created = await create(ctl, worker_id, name, engine_image)
     await wait_status(ctl, created["id"], "running")
@@ -268,9 +265,7 @@ async def test_ollama_pulls_its_model_then_serves_it_by_tag(
     engine_image: str, prefix: str,
 ) -> None:  # fmt: skip
     ctl = e2e_controller
-    agent: AgentProcess = agents()
-    await agent.start()
-    worker_id = await agent.wait_online()
+    _, worker_id = await started(agents)
     name = f"{prefix}-ollama"
     # The stand-in image started as `serve` behaves like Ollama: empty until a pull.
     created = await create_ollama(ctl, worker_id, name, engine_image, STANDIN_PULL_DELAY="1.5")
@@ -308,9 +303,7 @@ async def test_a_failed_ollama_pull_is_an_error_and_leaves_no_container(
     engine_image: str, prefix: str,
 ) -> None:  # fmt: skip
     ctl = e2e_controller
-    agent: AgentProcess = agents()
-    await agent.start()
-    worker_id = await agent.wait_online()
+    _, worker_id = await started(agents)
     name = f"{prefix}-nopull"
     created = await create_ollama(ctl, worker_id, name, engine_image, STANDIN_PULL_FAIL="1")
     failed = await wait_status(ctl, created["id"], "error")
