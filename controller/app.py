@@ -22,7 +22,6 @@ record theirs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -49,7 +48,7 @@ from controller.metrics import (
 )
 from controller.openapi import build_openapi
 from controller.scheduler import build_scheduler
-from controller.store import Database
+from controller.store import Database, flushing
 from controller.web import setup_web
 from shared.settings import ControllerSettings
 
@@ -92,12 +91,9 @@ async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:
         bcrypt_rounds=settings.bcrypt_rounds,
     )
     app[appkeys.AUTH] = auth
-    flusher = asyncio.create_task(auth.run_flusher(settings.last_used_flush_seconds))
-    yield
-    flusher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await flusher
-    await auth.flush_last_used()
+    interval = settings.last_used_flush_seconds
+    async with flushing(auth.flush_last_used, interval, "API key last_used"):
+        yield
 
 
 async def _fleet_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -141,14 +137,10 @@ async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
     proxy = Proxy(client, usage, timeouts, app[METRICS])
     app[GATEWAY] = Gateway(routes, proxy, usage, app[appkeys.AUTH], app[appkeys.FLEET])
     app[METRICS].watch_gateway(proxy.in_flight_by_name)
-    flusher = asyncio.create_task(usage.run(settings.usage_flush_seconds))
     try:
-        yield
+        async with flushing(usage.flush, settings.usage_flush_seconds, "gateway usage"):
+            yield
     finally:
-        flusher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await flusher
-        await usage.flush()
         await client.close()
 
 

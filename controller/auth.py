@@ -18,7 +18,6 @@ usage buffer are plain dicts touched only from that loop.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -37,7 +36,7 @@ from controller.security import (
     token_digest,
 )
 from controller.singleflight import SingleFlight
-from controller.store import ApiKey, Database, LoginToken, User, uncancelled
+from controller.store import ApiKey, Database, LoginToken, User
 from controller.store.timeutil import utcnow
 from shared.errors import Forbidden, Unauthorized
 
@@ -186,14 +185,6 @@ class Authenticator:
                 )
             await session.commit()
         log.debug("wrote last_used for %d API keys", len(batch))
-
-    async def run_flusher(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await uncancelled(self.flush_last_used())
-            except Exception:
-                log.exception("writing API key last_used failed; will retry")
 
 
 def bearer_token(request: web.Request) -> str:

@@ -12,7 +12,6 @@ swaps the buffer out before its first await.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
@@ -22,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
 
-from controller.store import Database, Usage, uncancelled
+from controller.store import Database, Usage
 from controller.store.models import new_id
 
 log = logging.getLogger("lmstack.gateway.usage")
@@ -116,11 +115,3 @@ class UsageRecorder:
                 "deployment_name": excluded.deployment_name,
             },
         )
-
-    async def run(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await uncancelled(self.flush())
-            except Exception:
-                log.exception("writing gateway usage failed; will retry")

@@ -1,6 +1,6 @@
 """Persistence: SQLAlchemy 2 typed async ORM over SQLite (default) or PostgreSQL."""
 
-from controller.store.db import Database, uncancelled
+from controller.store.db import Database, flushing, uncancelled
 from controller.store.models import ApiKey, Base, Deployment, LoginToken, Usage, User, Worker
 
 __all__ = [
@@ -12,5 +12,6 @@ __all__ = [
     "Usage",
     "User",
     "Worker",
+    "flushing",
     "uncancelled",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -92,3 +92,32 @@ async def uncancelled(work: Awaitable[T]) -> T:
             with contextlib.suppress(Exception):
                 await task
         raise
+
+
+@asynccontextmanager
+async def flushing(
+    flush: Callable[[], Awaitable[None]], interval: float, what: str
+) -> AsyncIterator[None]:
+    """Call ``flush`` every ``interval`` seconds while the block runs, and once
+    more when it ends, so buffered writes are neither lost nor left running.
+
+    A failed flush is logged and tried again at the next interval (the flush
+    keeps what it could not write). Each flush runs under ``uncancelled``.
+    """
+
+    async def every_interval() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await uncancelled(flush())
+            except Exception:
+                log.exception("writing %s failed; will retry", what)
+
+    task = asyncio.create_task(every_interval())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await flush()
