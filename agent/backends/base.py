@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from agent.types import DeploySpec
+from shared import serving
 from shared.reservation import GpuReservation, gpu_reservation
 
 # Where the host's Hugging Face cache is mounted in engine containers.
@@ -68,9 +69,8 @@ class Backend(ABC):
 
 
 def served_model_name(spec: DeploySpec) -> str:
-    """The name clients use in ``"model"``: ``config["served_model_name"]`` or the deployment's."""
-    value = spec.config.get("served_model_name")
-    return str(value) if value else spec.name
+    """The name the engine serves the model under (``shared.serving``)."""
+    return serving.served_model_name(spec.backend, spec.name, spec.model, spec.config)
 
 
 def extra_args(config: Mapping[str, Any]) -> list[str]:

@@ -67,7 +67,7 @@ async def _route_for(gateway: Gateway, identity: Identity, model: Any) -> Route:
             503, "model_not_ready", f"Deployment '{model}' is {route.status}, not running"
         )
     worker = route.worker_id
-    if worker is None or not route.base_url or not gateway.fleet.is_connected(worker):
+    if worker is None or not route.reachable or not gateway.fleet.is_connected(worker):
         raise GatewayError(503, "worker_offline", f"The worker serving '{model}' is offline")
     return route
 

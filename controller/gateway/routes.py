@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from controller.singleflight import SingleFlight
 from controller.store import Database, Deployment, Worker
+from shared.serving import served_model_name
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,18 @@ class Route:
     served_model: str
     status: str
     worker_id: str | None
-    host: str
-    port: int
-    base_url: str
+    host: str  # empty while the worker has no address
+    port: int  # 0 while the deployment has no port
     created: int
+
+    @property
+    def reachable(self) -> bool:
+        return bool(self.host and self.port)
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal
+        return f"http://{host}:{self.port}"
 
 
 class RouteTable:
@@ -92,20 +101,13 @@ class RouteTable:
 
 
 def _route(row: Deployment, address: str | None) -> Route:
-    if row.backend == "ollama":
-        served = row.model  # Ollama serves models by their tag, the deployment's model
-    else:
-        served = str((row.config or {}).get("served_model_name") or row.name)
-    host = (address or "").strip("[]")
-    shown = f"[{host}]" if ":" in host else host  # an IPv6 literal
     return Route(
         deployment_id=row.id,
         name=row.name,
-        served_model=served,
+        served_model=served_model_name(row.backend, row.name, row.model, row.config or {}),
         status=row.status,
         worker_id=row.worker_id,
-        host=host,
+        host=(address or "").strip("[]"),
         port=row.port or 0,
-        base_url=f"http://{shown}:{row.port}" if host and row.port else "",
         created=int(row.created_at.timestamp()),
     )

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from agent.backends import BACKEND_NAMES, GpuReservation, get_backend
+from agent.backends.base import served_model_name
 from agent.backends.container import plan_container
 from agent.runtime import PullProgress
 from agent.types import (
@@ -20,6 +21,7 @@ from agent.types import (
     DeploySpec,
     spec_hash,
 )
+from shared import serving
 from shared.errors import ConfigError
 
 
@@ -253,3 +255,21 @@ def test_pull_progress_aggregates_layers() -> None:
     progress.update({"status": "Pull complete", "id": "a"})
     progress.update({"status": "Download complete", "id": "b"})
     assert "100% (4.0 KB of 4.0 KB, 2/3 layers)" in progress.message()
+
+
+@pytest.mark.parametrize(
+    ("backend", "config", "served"),
+    [
+        ("vllm", {}, "llama"),
+        ("vllm", {"served_model_name": "chat"}, "chat"),
+        ("sglang", {"served_model_name": "chat"}, "chat"),
+        ("ollama", {"served_model_name": "chat"}, "meta-llama/Llama-3.1-8B-Instruct"),
+    ],
+)
+def test_the_served_name_is_one_rule_for_agent_and_gateway(
+    backend: str, config: dict[str, Any], served: str
+) -> None:
+    deployment = spec(backend, config)
+    assert served_model_name(deployment) == served
+    # The controller's gateway sends the same name (controller.gateway.routes).
+    assert serving.served_model_name(backend, "llama", deployment.model, config) == served
