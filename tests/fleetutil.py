@@ -18,7 +18,7 @@ from shared.settings import AgentSettings
 from tests.agent.controller_stub import FakeGpuReader, wait_until
 from tests.conftest import AGENT_TOKEN, Controller
 
-__all__ = ["RunningAgent", "run_agent", "run_agent_with", "wait_until", "worker_view"]
+__all__ = ["RunningAgent", "run_agent", "wait_until", "worker_view"]
 
 
 @dataclass
@@ -48,26 +48,10 @@ async def run_agent(
     token: str = AGENT_TOKEN,
     gpus: GpuReader | None = None,
     wait_online: bool = True,
-) -> AsyncIterator[RunningAgent]:
-    async with run_agent_with(
-        ctl, runtime, state_dir, name=name, token=token, gpus=gpus, wait_online=wait_online
-    ) as agent:
-        yield agent
-
-
-@contextlib.asynccontextmanager
-async def run_agent_with(
-    ctl: Controller,
-    runtime: Runtime,
-    state_dir: Path,
-    *,
-    name: str = "gpu-worker-01",
-    token: str = AGENT_TOKEN,
-    gpus: GpuReader | None = None,
-    wait_online: bool = True,
     **extra_settings: Any,
 ) -> AsyncIterator[RunningAgent]:
-    """``run_agent`` with any further agent settings (TLS, ...)."""
+    """A real agent session in this process; ``extra_settings`` are further agent
+    settings (TLS, ...)."""
     settings = AgentSettings(
         controller=ctl.grpc_target,
         token=token,

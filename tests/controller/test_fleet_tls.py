@@ -11,7 +11,7 @@ import pytest
 from agent.memory_runtime import MemoryRuntime
 from tests.agent.test_tls import pki  # noqa: F401 (fixture)
 from tests.conftest import Controller
-from tests.fleetutil import run_agent_with, worker_view
+from tests.fleetutil import run_agent, worker_view
 
 
 @pytest.mark.parametrize("client_ca", [False, True])
@@ -27,7 +27,7 @@ async def test_agents_join_over_tls(pki: Path, tmp_path: Path, client_ca: bool) 
         tls: dict[str, Any] = {"tls": True, "tls_ca": pki / "ca.pem"}
         if client_ca:
             tls |= {"tls_cert": pki / "agent.pem", "tls_key": pki / "agent.key"}
-        async with run_agent_with(ctl, MemoryRuntime(), tmp_path / "agent", **tls) as agent:
+        async with run_agent(ctl, MemoryRuntime(), tmp_path / "agent", **tls) as agent:
             assert (await worker_view(ctl, agent.worker_id))["status"] == "online"
     finally:
         await ctl.close()

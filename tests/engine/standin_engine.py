@@ -92,7 +92,6 @@ class Engine:
         self.model = None if self.ollama else args.model
         names = [] if self.ollama else args.served_model_name or [args.model]
         self.served_names: list[str] = list(names)
-        self.lock = threading.Lock()
         self.args = args
         self.unknown = unknown
         self.started = time.monotonic()
@@ -103,13 +102,12 @@ class Engine:
         return time.monotonic() - self.started >= self.start_delay
 
     def knows(self, model: str | None) -> bool:
-        with self.lock:
-            return model is None or model in self.served_names or model == self.model
+        return model is None or model in self.served_names or model == self.model
 
     def pulled(self, model: str) -> None:
-        with self.lock:
-            if model not in self.served_names:
-                self.served_names.append(model)
+        # A list append is atomic; a model pulled twice at once may be listed twice.
+        if model not in self.served_names:
+            self.served_names.append(model)
 
 
 class Handler(http.server.BaseHTTPRequestHandler):

@@ -6,7 +6,8 @@ import { formatNumber, lineChart } from "../charts.js";
 import { alertBox, clear, field, h, pageHeader } from "../dom.js";
 
 export async function render(ctx) {
-  let [usage, keys] = await Promise.all([get("/api/usage"), get("/api/api-keys")]);
+  const [firstUsage, keys] = await Promise.all([get("/api/usage"), get("/api/api-keys")]);
+  let usage = firstUsage;
   const keyNames = new Map(keys.items.map((k) => [k.id, k.name]));
   const groupBy = h("select", { name: "group" },
     h("option", { value: "deployment" }, "Deployment"), h("option", { value: "key" }, "API key"));
