@@ -62,7 +62,7 @@ deploy:
 check: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy controller agent shared tests bench
+	$(VENV)/bin/mypy controller agent shared cli tests bench
 
 proto: $(STAMP)
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m grpc_tools.protoc -Iproto --python_out=shared/proto --grpc_python_out=shared/proto \

@@ -55,7 +55,7 @@ class Cli:
         return await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "controller.cli",
+            "cli",
             *args,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,

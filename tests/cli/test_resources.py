@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.memory_runtime import MemoryRuntime
-from controller.cli._commands import new_lines
+from cli._commands import new_lines
 from controller.schemas import DEPLOYMENT_STATUSES
 from tests.cli.conftest import Cli
 from tests.conftest import Controller

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from controller.cli._commands import Context
-from controller.cli._errors import EXIT_INTERRUPTED, CliError
-from controller.cli._parser import build_parser
+from cli._commands import Context
+from cli._errors import EXIT_INTERRUPTED, CliError
+from cli._parser import build_parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

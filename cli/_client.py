@@ -12,7 +12,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from controller.cli._errors import ApiError, AuthError, Unreachable
+from cli._errors import ApiError, AuthError, Unreachable
 
 TIMEOUT_SECONDS = 30.0
 

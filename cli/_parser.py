@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TypeAlias
 
-from controller.cli import _commands as cmd
+from cli import _commands as cmd
 
 DESCRIPTION = "Manage an LMStack controller over its REST API."
 EPILOG = """\

@@ -5,7 +5,8 @@
 * ``_config``   where the controller URL and the login token come from
 * ``_client``   HTTP calls, API errors translated into ``CliError``
 * ``_output``   aligned tables and JSON
-* ``_commands`` the argument parser and one handler per subcommand
+* ``_parser``   the argument parser
+* ``_commands`` one handler per subcommand, one module per resource
 
 Exit codes (also in ``lmstack --help``): 0 success, 1 the request failed
 (the API's ``detail`` is printed), 2 usage error, 3 not signed in or not
@@ -14,6 +15,6 @@ allowed (401/403), 4 the controller cannot be reached, 130 interrupted.
 
 from __future__ import annotations
 
-from controller.cli._main import main
+from cli._main import main
 
 __all__ = ["main"]

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.cli._errors import CliError, UsageError
+from cli._errors import CliError, UsageError
 
 DEFAULT_URL = "http://127.0.0.1:8088"
 

@@ -1,0 +1,52 @@
+"""One handler per subcommand, one module per resource.
+
+A handler takes the parsed ``Context`` and returns the exit code; failures
+raise ``CliError`` (see ``cli._errors``) and ``cli._main`` turns them into a
+message on stderr and the matching exit code.
+
+* ``_context``    ``Context`` and the helpers every handler shares
+* ``auth``        login, logout, whoami
+* ``deployments`` list, get, create, delete, logs
+* ``workers``     list, get
+* ``keys``        API keys: list, create, delete
+* ``users``       list, create, update, delete
+"""
+
+from __future__ import annotations
+
+from cli._commands._context import Context, Handler
+from cli._commands.auth import login, logout, whoami
+from cli._commands.deployments import (
+    deployments_create,
+    deployments_delete,
+    deployments_get,
+    deployments_list,
+    deployments_logs,
+    new_lines,
+)
+from cli._commands.keys import keys_create, keys_delete, keys_list
+from cli._commands.users import users_create, users_delete, users_list, users_update
+from cli._commands.workers import workers_get, workers_list
+
+__all__ = [
+    "Context",
+    "Handler",
+    "deployments_create",
+    "deployments_delete",
+    "deployments_get",
+    "deployments_list",
+    "deployments_logs",
+    "keys_create",
+    "keys_delete",
+    "keys_list",
+    "login",
+    "logout",
+    "new_lines",
+    "users_create",
+    "users_delete",
+    "users_list",
+    "users_update",
+    "whoami",
+    "workers_get",
+    "workers_list",
+]

@@ -1,0 +1,60 @@
+"""``lmstack workers``: list the GPU hosts and show one with its GPUs and deployments."""
+
+from __future__ import annotations
+
+from cli._commands._context import Context, resolve, say
+from cli._commands.deployments import DEPLOYMENT_COLUMNS
+from cli._errors import EXIT_OK
+from cli._output import Column, Row, col, print_fields, print_json, print_table
+
+
+def _gpus(row: Row) -> str:
+    info = row.get("gpu_info") or {}
+    devices = info.get("devices") or []
+    if not devices:
+        return "none"
+    names = sorted({d.get("name", "?") for d in devices})
+    return f"{len(devices)}x " + "/".join(names) + (" (simulated)" if info.get("simulated") else "")
+
+
+WORKER_COLUMNS = [
+    col("ID"),
+    col("Name"),
+    col("Status"),
+    col("Address", "advertise_address"),
+    Column("GPUs", _gpus),
+    col("Agent", "agent_version"),
+    col("Last heartbeat", "last_heartbeat"),
+]
+GPU_COLUMNS = [
+    col("Index"),
+    col("Name"),
+    col("Memory MiB", "memory"),
+    col("Used MiB", "memory_used"),
+    col("Util %", "utilization"),
+    col("Temp C", "temperature"),
+]
+
+
+def workers_list(ctx: Context) -> int:
+    body = ctx.client().get("/api/workers")
+    if ctx.as_json:
+        print_json(body)
+    else:
+        print_table(body["items"], WORKER_COLUMNS)
+    return EXIT_OK
+
+
+def workers_get(ctx: Context) -> int:
+    client = ctx.client()
+    body = client.get(f"/api/workers/{resolve(client, 'workers', ctx.args.ref, 'name')}")
+    if ctx.as_json:
+        print_json(body)
+        return EXIT_OK
+    print_fields(body, [*WORKER_COLUMNS, col("Runtime error", "runtime_error")])
+    say("\nGPUs:")
+    print_table((body.get("gpu_info") or {}).get("devices") or [], GPU_COLUMNS)
+    say("\nDeployments:")
+    columns = [c for c in DEPLOYMENT_COLUMNS if c.header != "Worker"]
+    print_table(body.get("deployments") or [], columns)
+    return EXIT_OK

@@ -1,9 +1,0 @@
-"""``python -m controller.cli``: the same as the ``lmstack`` console script."""
-
-from __future__ import annotations
-
-import sys
-
-from controller.cli import main
-
-sys.exit(main())
