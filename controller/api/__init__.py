@@ -4,13 +4,13 @@ from controller.api import (
     api_keys,
     auth,
     deployments,
-    gateway_docs,
     health,
     openapi,
     usage,
     users,
     workers,
 )
+from controller.gateway.handlers import ENDPOINTS as GATEWAY_ENDPOINTS
 from controller.http import Endpoint
 
 ENDPOINTS: list[Endpoint] = [
@@ -24,7 +24,8 @@ ENDPOINTS: list[Endpoint] = [
     *openapi.ENDPOINTS,
 ]
 
-# Served by the gateway sub-application; listed here for the OpenAPI document.
-DOCUMENTED_ONLY: list[Endpoint] = gateway_docs.ENDPOINTS
+# Routed by the gateway sub-application from the same table; listed here for
+# the OpenAPI document.
+DOCUMENTED_ONLY: list[Endpoint] = GATEWAY_ENDPOINTS
 
 __all__ = ["DOCUMENTED_ONLY", "ENDPOINTS"]

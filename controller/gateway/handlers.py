@@ -1,4 +1,9 @@
-"""``/v1``: OpenAI-compatible routes. ``model`` is the deployment name."""
+"""``/v1``: OpenAI-compatible routes. ``model`` is the deployment name.
+
+``ENDPOINTS`` is the one declaration of these routes: ``create_gateway_app``
+routes from it and the OpenAPI document describes it (with OpenAI-shaped
+errors), so the two cannot drift apart.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,13 @@ from controller.auth import Identity, bearer_token
 from controller.gateway.errors import GatewayError, openai_errors
 from controller.gateway.routes import Route
 from controller.gateway.state import GATEWAY, Gateway
+from controller.http import Endpoint
+from controller.schemas import OpenAIError, OpenAIRequest, OpenAIResponse
 from shared.errors import Unauthorized
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
+# Where the sub-application is mounted; ``ENDPOINTS`` carry it in their paths.
+PREFIX = "/v1"
 
 
 async def authenticate(gateway: Gateway, request: web.Request) -> Identity:
@@ -85,9 +94,34 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
     return await gateway.proxy.forward(request, identity, route, body, raw=unchanged)
 
 
+_ERRORS = (400, 401, 404, 502, 503, 504)
+
+ENDPOINTS = [
+    Endpoint(
+        "GET", f"{PREFIX}/models", list_models, "Running models this key may call", "gateway",
+        responses={200: OpenAIResponse}, error_model=OpenAIError,
+    ),
+    *[
+        Endpoint(
+            "POST", f"{PREFIX}/{path}", proxy_handler, summary, "gateway", body=OpenAIRequest,
+            responses={200: OpenAIResponse}, errors=_ERRORS, error_model=OpenAIError,
+        )
+        for path, summary in (
+            ("chat/completions", "Chat completion (JSON or SSE stream)"),
+            ("completions", "Text completion (JSON or SSE stream)"),
+            ("embeddings", "Embeddings"),
+        )
+    ],
+]  # fmt: skip
+
+
 def create_gateway_app() -> web.Application:
+    """The sub-application to mount at ``PREFIX``; it authenticates each request itself."""
     app = web.Application(middlewares=[openai_errors], client_max_size=MAX_BODY_BYTES)
-    app.router.add_get("/models", list_models)
-    for path in ("/chat/completions", "/completions", "/embeddings"):
-        app.router.add_post(path, proxy_handler)
+    for endpoint in ENDPOINTS:
+        path = endpoint.path.removeprefix(PREFIX)
+        if endpoint.method == "GET":
+            app.router.add_get(path, endpoint.handler)  # and HEAD, as aiohttp does for GET
+        else:
+            app.router.add_route(endpoint.method, path, endpoint.handler)
     return app
