@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -35,6 +36,15 @@ AGENT_TOKEN = "test-join-token"
 # Read once at import: ``clean_env`` removes every LMSTACK_ variable per test.
 POSTGRES_ADMIN_URL = os.environ.get("LMSTACK_TEST_DATABASE_URL", "")
 DATABASES = ["sqlite", "postgresql"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A suite started in the background of a non-interactive shell (`make test &`,
+    # some CI runners) inherits SIGINT ignored; Python keeps an ignored SIGINT
+    # ignored, and so would every child: a CLI under test would never see its
+    # Ctrl-C. Children start as from a terminal instead.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
