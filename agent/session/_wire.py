@@ -1,0 +1,88 @@
+"""Translation between the wire (``agent_pb2``) and the agent's dataclasses.
+
+Pure functions, no I/O: a gRPC status becomes a refusal or a lost connection, a
+``Deploy`` becomes a ``DeploySpec``, and the agent's records become messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import grpc
+import grpc.aio
+
+from agent.gpu import GpuDevice, GpuStats
+from agent.session._errors import AuthenticationFailed, ConnectionLost, ProtocolVersionRejected
+from agent.types import ContainerState, DeploySpec, StatusUpdate
+from shared import PROTOCOL_VERSION
+from shared.engines import EngineConfig
+from shared.errors import ProtocolError
+from shared.proto.lmstack.v1 import agent_pb2
+
+
+def connection_error(error: grpc.aio.AioRpcError, controller: str) -> Exception:
+    """Map a gRPC status to a refusal (final) or a lost connection (retried)."""
+    code, details = error.code(), error.details() or ""
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return AuthenticationFailed(
+            f"controller {controller} rejected the join token ({details}); "
+            "check --token / LMSTACK_TOKEN"
+        )
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return ProtocolVersionRejected(
+            f"controller {controller} refused protocol version {PROTOCOL_VERSION}: {details}"
+        )
+    return ConnectionLost(f"{code.name}: {details}")
+
+
+def deploy_spec(command: agent_pb2.Deploy) -> DeploySpec:
+    try:
+        config = json.loads(command.config_json or "{}")
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"Deploy.config_json is not JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ProtocolError("Deploy.config_json must be a JSON object")
+    return DeploySpec(
+        deployment_id=command.deployment_id,
+        name=command.name,
+        backend=command.backend,
+        image=command.image,
+        model=command.model,
+        config=EngineConfig.from_mapping(config),
+        host_port=command.host_port,
+        gpu_indices=tuple(command.gpu_indices),
+        env=dict(command.env),
+    )
+
+
+def deployment_status(update: StatusUpdate) -> agent_pb2.DeploymentStatus:
+    return agent_pb2.DeploymentStatus(
+        deployment_id=update.deployment_id,
+        status=update.status,
+        message=update.message,
+        container_id=update.container_id,
+        port=update.port,
+        has_exit_code=update.exit_code is not None,
+        exit_code=update.exit_code or 0,
+    )
+
+
+# The dataclasses mirror their messages field for field.
+def container_info(container: ContainerState) -> agent_pb2.ContainerInfo:
+    return agent_pb2.ContainerInfo(**dataclasses.asdict(container))
+
+
+def gpu_device(device: GpuDevice) -> agent_pb2.GpuDevice:
+    return agent_pb2.GpuDevice(**dataclasses.asdict(device))
+
+
+def gpu_stats(stats: GpuStats) -> agent_pb2.GpuStats:
+    return agent_pb2.GpuStats(**dataclasses.asdict(stats))
+
+
+def heartbeat_interval(welcome: agent_pb2.Welcome, fallback: float) -> float:
+    """The controller's interval (milliseconds preferred), else our own setting."""
+    if welcome.heartbeat_interval_ms:
+        return welcome.heartbeat_interval_ms / 1000
+    return float(welcome.heartbeat_interval_seconds or fallback)
