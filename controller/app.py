@@ -1,51 +1,54 @@
 """The controller's aiohttp application and its lifecycle.
 
-Start-up order (cleanup contexts, torn down in reverse):
-1. store: data directory, database schema (upgraded to the newest migration),
-   first admin user;
-2. auth: the authenticator and its ``last_used`` flusher (flushed once more on stop);
-3. fleet: every worker marked offline, the placement ledger rebuilt from the
-   store, the gRPC server for agents, the liveness and heartbeat-flush loop.
-   On stop the gRPC server is stopped first (streams end, workers go offline),
-   then the loop, then a last flush.
-4. gateway: the pooled HTTP client to engines, the routing table (invalidated
-   by fleet events) and the usage flusher (flushed once more on stop).
+The subsystems start in this order, each from the ones before it, and stop in
+the reverse order; every stop step runs even when an earlier one failed
+(one ``AsyncExitStack``):
 
-On shutdown (before the cleanup contexts unwind) every dashboard WebSocket is
-closed (``controller.web``).
+1. store: the data directory, the schema (upgraded to the newest migration),
+   the first admin user; closed last.
+2. auth: the authenticator and its API-key ``last_used`` flusher (flushed once
+   more on stop).
+3. placement: the scheduler's ledger rebuilt from the store (before any agent
+   can connect).
+4. fleet (``controller.fleet.lifecycle``): every worker marked offline, the
+   gRPC server for agents, the liveness-and-flush loop; on stop the loop ends,
+   every session closes and its worker is recorded offline, then the gRPC
+   server stops. The deployment service joins placement and fleet.
+5. usage (``controller.gateway.usage``): the token counters' flusher; on stop
+   a last flush, after the gateway is gone.
+6. gateway (``controller.gateway.lifecycle``): the engine client, the route
+   table (invalidated by fleet events), the proxy; on stop the engine
+   connections close.
 
-Metrics (``GET /metrics``, ``controller.metrics``) live on the app from its
-creation: the HTTP middleware records every request, the fleet and the gateway
-record theirs.
+Before that unwinding, aiohttp's shutdown closes every dashboard WebSocket
+(``controller.web``) and stops taking requests. Metrics live on the app from
+its creation: the HTTP middleware records every request, the fleet and the
+gateway report theirs. A background loop that dies is logged at once and
+calls ``on_loop_death`` (``controller.background``).
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 from aiohttp import web
 
 from controller import appkeys
 from controller.api import DOCUMENTED_ONLY, ENDPOINTS
+from controller.api.metrics import document_metrics, metrics_endpoint
 from controller.auth import IDENTITY, Authenticator, bearer_token, require_admin
+from controller.background import Background
 from controller.bootstrap import agent_token, ensure_admin, prepare_data_dir
-from controller.fleet import Fleet, FleetServer
-from controller.gateway import GATEWAY, Gateway, create_gateway_app
-from controller.gateway.proxy import Proxy, Timeouts
-from controller.gateway.routes import RouteTable
-from controller.gateway.upstream import EngineClient
-from controller.gateway.usage import UsageRecorder
+from controller.deployments import DeploymentService
+from controller.fleet import serving_agents
+from controller.gateway import GATEWAY, create_gateway_app
+from controller.gateway.lifecycle import serving_gateway
+from controller.gateway.usage import recording_usage
 from controller.http import Endpoint, Handler, error_middleware
-from controller.metrics import (
-    METRICS,
-    Metrics,
-    document_metrics,
-    http_middleware,
-    metrics_endpoint,
-)
+from controller.metrics import Metrics, http_middleware
 from controller.openapi import build_openapi
 from controller.scheduler import build_scheduler
 from controller.store import Database, flushing
@@ -70,87 +73,64 @@ def guarded(endpoint: Endpoint) -> Handler:
     return handler
 
 
-async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[appkeys.SETTINGS]
+@contextlib.asynccontextmanager
+async def _store(settings: ControllerSettings) -> AsyncIterator[Database]:
     prepare_data_dir(settings.data_dir)
     db = Database(settings.effective_database_url())
     try:
         await db.create_schema()
         await ensure_admin(db, settings)
-        app[appkeys.DATABASE] = db
-        yield
+        yield db
     finally:
         await db.close()
 
 
-async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[appkeys.SETTINGS]
+@contextlib.asynccontextmanager
+async def _auth(settings: ControllerSettings, db: Database) -> AsyncIterator[Authenticator]:
     auth = Authenticator(
-        app[appkeys.DATABASE],
+        db,
         token_ttl=timedelta(seconds=settings.token_ttl_seconds),
         bcrypt_rounds=settings.bcrypt_rounds,
     )
-    app[appkeys.AUTH] = auth
-    interval = settings.last_used_flush_seconds
-    async with flushing(auth.flush_last_used, interval, "API key last_used"):
+    async with flushing(
+        auth.flush_last_used, settings.last_used_flush_seconds, "API key last_used"
+    ):
+        yield auth
+
+
+async def _running(app: web.Application) -> AsyncIterator[None]:
+    """The one cleanup context: every subsystem, in the order stated above."""
+    settings, metrics = app[appkeys.SETTINGS], app[appkeys.METRICS]
+    async with contextlib.AsyncExitStack() as stack:
+        enter = stack.enter_async_context
+        db = app[appkeys.DATABASE] = await enter(_store(settings))
+        auth = app[appkeys.AUTH] = await enter(_auth(settings, db))
+        scheduler = app[appkeys.SCHEDULER] = await build_scheduler(settings, db)
+        serving = await enter(
+            serving_agents(settings, db, metrics, app[appkeys.BACKGROUND], agent_token(settings))
+        )
+        fleet = app[appkeys.FLEET] = serving.fleet
+        app[appkeys.GRPC_PORT] = serving.grpc_port
+        app[appkeys.DEPLOYMENTS] = DeploymentService(db, fleet, scheduler)
+        usage = await enter(recording_usage(db, settings.usage_flush_seconds))
+        app[GATEWAY] = await enter(
+            serving_gateway(settings, db, auth=auth, fleet=fleet, usage=usage, metrics=metrics)
+        )
         yield
 
 
-async def _fleet_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[appkeys.SETTINGS]
-    db = app[appkeys.DATABASE]
-    fleet = Fleet(
-        db,
-        heartbeat_interval=settings.heartbeat_interval,
-        request_timeout=settings.agent_request_timeout,
-        metrics=app[METRICS],
-    )
-    app[METRICS].watch_fleet(fleet)
-    await fleet.mark_all_offline()
-    app[appkeys.SCHEDULER] = await build_scheduler(settings, db)
-    server = FleetServer(settings, fleet, db, agent_token(settings))
-    app[appkeys.GRPC_PORT] = await server.start()
-    app[appkeys.FLEET] = fleet
-    loop = asyncio.create_task(fleet.run())
-    try:
-        yield
-    finally:
-        fleet.shut_down()
-        await loop
-        await fleet.close_all()
-        await server.stop()
-
-
-async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[appkeys.SETTINGS]
-    db = app[appkeys.DATABASE]
-    # Engines are few and long-lived: keep connections to them open.
-    client = EngineClient(connect_timeout=settings.gateway_connect_timeout)
-    routes = RouteTable(db)
-    app[appkeys.FLEET].subscribe(routes.invalidate)
-    usage = UsageRecorder(db)
-    timeouts = Timeouts(
-        connect=settings.gateway_connect_timeout,
-        total=settings.gateway_timeout,
-        keepalive=settings.gateway_keepalive_seconds,
-    )
-    proxy = Proxy(client, usage, timeouts, app[METRICS])
-    app[GATEWAY] = Gateway(routes, proxy, usage, app[appkeys.AUTH], app[appkeys.FLEET])
-    app[METRICS].watch_gateway(proxy.in_flight_by_name)
-    try:
-        async with flushing(usage.flush, settings.usage_flush_seconds, "gateway usage"):
-            yield
-    finally:
-        await client.close()
-
-
-def create_app(settings: ControllerSettings) -> web.Application:
+def create_app(
+    settings: ControllerSettings, on_loop_death: Callable[[str], None] | None = None
+) -> web.Application:
+    """The controller. ``on_loop_death`` is called (once per death) when a
+    background loop dies; ``lmstack-controller`` stops the process then."""
     metrics = Metrics()
     app = web.Application(
         middlewares=[http_middleware(metrics), error_middleware], client_max_size=MAX_BODY_BYTES
     )
     app[appkeys.SETTINGS] = settings
-    app[METRICS] = metrics
+    app[appkeys.METRICS] = metrics
+    app[appkeys.BACKGROUND] = Background(on_loop_death)
     endpoints = [*ENDPOINTS, metrics_endpoint(settings.metrics_public)]
     doc = document_metrics(build_openapi([*endpoints, *DOCUMENTED_ONLY]))
     app[appkeys.OPENAPI] = json.dumps(doc).encode()
@@ -158,5 +138,5 @@ def create_app(settings: ControllerSettings) -> web.Application:
         app.router.add_route(endpoint.method, endpoint.path, guarded(endpoint))
     app.add_subapp("/v1", create_gateway_app())
     setup_web(app)
-    app.cleanup_ctx.extend([_store_ctx, _auth_ctx, _fleet_ctx, _gateway_ctx])
+    app.cleanup_ctx.append(_running)
     return app

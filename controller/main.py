@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -103,7 +105,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.exit(1)
         return
     log.info("starting with settings %s", settings.masked())
-    app = create_app(settings)
+    deaths: list[str] = []
+
+    def stop_on_loop_death(reason: str) -> None:
+        # Stops like a SIGTERM (aiohttp's graceful shutdown), then exits 1 so
+        # a supervisor restarts the controller instead of it serving half-dead.
+        deaths.append(reason)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    app = create_app(settings, on_loop_death=stop_on_loop_death)
     try:
         web.run_app(
             app,
@@ -121,7 +131,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except LMStackError as exc:
         log.error("%s", exc)
         sys.exit(1)
-
+    if deaths:
+        sys.exit(f"lmstack-controller: stopped because a {deaths[0]}")
 
 if __name__ == "__main__":
     main()

@@ -2,12 +2,9 @@
 
 Guarantees:
 * At most one live session per worker. A new Hello from a worker that is still
-  connected replaces the old session, which is closed.
-* Each session's outbound queue is the only writer of its stream, so commands
-  reach the agent in the order they were sent.
-* Requests to an agent (logs, container listings) carry a fresh request id;
-  each waits at most ``request_timeout`` (→ ``GatewayTimeout``) and fails with
-  ``ServiceUnavailable`` as soon as the session ends.
+  connected replaces the old session, which is closed. What a session
+  guarantees (command order, request timeouts, log follows) is stated in
+  ``controller.fleet.session``.
 * A worker's stored ``status`` is ``online`` exactly while it has a session
   (every worker is marked offline when the controller starts).
 * Heartbeat state (last heartbeat, GPU statistics) is kept in memory and
@@ -18,36 +15,33 @@ Guarantees:
 * Live changes are published on ``Fleet.events`` (``controller.events``):
   deployment statuses, deletions, workers going online/offline, and GPU
   statistics at most once per ``GPU_PUSH_SECONDS`` per worker.
-* A log follow (``follow_logs``) receives the chunks the agent sends for its
-  request id; it ends on the agent's ``eof``, when the session closes, or when
-  the deployment is stopped for deletion, and leaving it sends ``StopFollow``.
+* A log follow (``follow_logs``) also ends when the deployment is stopped for
+  deletion, and leaving it sends ``StopFollow``.
 
 Concurrency: everything runs on the controller's event loop. ``run()`` is the
-one background loop (liveness and flushing); it is owned by the app's cleanup
-context.
+one background loop (liveness and flushing); it is owned by the fleet's
+lifecycle (``controller.fleet.lifecycle``). Placement is not the fleet's: the
+deployment service (``controller.deployments``) owns its lock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
-import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import update
 
 from controller.events import EventHub
+from controller.fleet.messages import deploy_message, deployment_event, stop_message, worker_event
+from controller.fleet.session import AgentSession, LogFollow
 from controller.metrics import Metrics
 from controller.store import Database, Deployment, Worker, uncancelled
 from controller.store.timeutil import utcnow
-from shared.errors import GatewayTimeout, ServiceUnavailable
+from shared.errors import ServiceUnavailable
 from shared.proto.lmstack.v1 import agent_pb2
 
 log = logging.getLogger("lmstack.fleet")
@@ -55,206 +49,6 @@ log = logging.getLogger("lmstack.fleet")
 MISSED_HEARTBEATS = 3
 # GPU statistics are pushed to dashboards at most this often per worker.
 GPU_PUSH_SECONDS = 1.0
-# Characters of followed log buffered for a slow reader before the oldest go.
-FOLLOW_BUFFER_CHARS = 1024 * 1024
-
-
-class LogFollow:
-    """One FollowLogs in progress: the chunks its agent sent, until it ends."""
-
-    def __init__(self, deployment_id: str) -> None:
-        self.request_id = uuid.uuid4().hex
-        self.deployment_id = deployment_id
-        # Why it ended: None while it runs, "" for the container's end, else the reason.
-        self.end_reason: str | None = None
-        self.dropped = 0
-        self._buffer: deque[str] = deque()
-        self._buffered = 0
-        self._wake = asyncio.Event()
-
-    def offer(self, chunk: agent_pb2.LogChunk) -> None:
-        if chunk.data and self.end_reason is None:
-            self._buffer.append(chunk.data)
-            self._buffered += len(chunk.data)
-            while self._buffered > FOLLOW_BUFFER_CHARS and len(self._buffer) > 1:
-                self._buffered -= len(self._buffer.popleft())
-                self.dropped += 1
-        if chunk.eof:
-            self.end(chunk.error)
-        self._wake.set()
-
-    def end(self, reason: str) -> None:
-        if self.end_reason is None:
-            self.end_reason = reason
-        self._wake.set()
-
-    async def chunks(self) -> AsyncIterator[str]:
-        """Every chunk in order; ends (after the buffered ones) when the follow ends."""
-        while True:
-            while self._buffer:
-                data = self._buffer.popleft()
-                self._buffered -= len(data)
-                yield data
-            if self.end_reason is not None:
-                return
-            self._wake.clear()
-            await self._wake.wait()
-
-
-@dataclass
-class AgentSession:
-    """One connected agent. Created by the servicer, registered with ``Fleet.attach``."""
-
-    worker_id: str
-    name: str
-    gpu_devices: list[dict[str, Any]] = field(default_factory=list)
-    gpus_simulated: bool = False
-    last_seen: float = 0.0
-    last_heartbeat: datetime | None = None
-    gpu_stats: dict[int, dict[str, Any]] = field(default_factory=dict)
-    dirty: bool = False
-    outbound: asyncio.Queue[agent_pb2.ControllerMessage | None] = field(
-        default_factory=asyncio.Queue
-    )
-    closed: bool = False
-    last_pushed: float = float("-inf")
-    _pending: dict[str, asyncio.Future[agent_pb2.AgentMessage]] = field(default_factory=dict)
-    _follows: dict[str, LogFollow] = field(default_factory=dict)
-
-    def send(self, message: agent_pb2.ControllerMessage) -> None:
-        if self.closed:
-            raise ServiceUnavailable(f"Worker '{self.name}' is not connected")
-        self.outbound.put_nowait(message)
-
-    def close(self, reason: str) -> None:
-        """End the session: the servicer's writer stops, pending requests fail."""
-        if self.closed:
-            return
-        self.closed = True
-        self.outbound.put_nowait(None)
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(
-                    ServiceUnavailable(f"Worker '{self.name}' disconnected ({reason})")
-                )
-        self._pending.clear()
-        for follow in self._follows.values():
-            follow.end(f"worker '{self.name}' disconnected")
-        self._follows.clear()
-        log.info("session of worker %s (%s) closed: %s", self.name, self.worker_id, reason)
-
-    async def request(
-        self, build: Callable[[str], agent_pb2.ControllerMessage], wait_seconds: float
-    ) -> agent_pb2.AgentMessage:
-        request_id = uuid.uuid4().hex
-        future: asyncio.Future[agent_pb2.AgentMessage] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
-        try:
-            self.send(build(request_id))
-            return await asyncio.wait_for(future, wait_seconds)
-        except TimeoutError:
-            raise GatewayTimeout(
-                f"Worker '{self.name}' did not answer within {wait_seconds:g} s"
-            ) from None
-        finally:
-            self._pending.pop(request_id, None)
-
-    def resolve(self, request_id: str, reply: agent_pb2.AgentMessage) -> None:
-        future = self._pending.get(request_id)
-        if future is not None and not future.done():
-            future.set_result(reply)
-
-    def start_follow(self, follow: LogFollow, tail: int) -> None:
-        self.send(
-            agent_pb2.ControllerMessage(
-                follow_logs=agent_pb2.FollowLogs(
-                    request_id=follow.request_id, deployment_id=follow.deployment_id, tail=tail
-                )
-            )
-        )
-        self._follows[follow.request_id] = follow
-
-    def stop_follow(self, follow: LogFollow, reason: str = "stopped") -> None:
-        """Forget the follow; tell the agent to stop unless it ended already."""
-        self._follows.pop(follow.request_id, None)
-        if follow.end_reason is None and not self.closed:
-            self.send(
-                agent_pb2.ControllerMessage(
-                    stop_follow=agent_pb2.StopFollow(request_id=follow.request_id)
-                )
-            )
-        follow.end(reason)
-
-    def deliver_chunk(self, chunk: agent_pb2.LogChunk) -> None:
-        follow = self._follows.get(chunk.request_id)
-        if follow is not None:
-            follow.offer(chunk)
-            if chunk.eof:
-                del self._follows[chunk.request_id]
-
-    def end_follows(self, deployment_id: str, reason: str) -> None:
-        for follow in [f for f in self._follows.values() if f.deployment_id == deployment_id]:
-            self.stop_follow(follow, reason)
-
-    def gpu_info(self) -> dict[str, Any]:
-        devices = [{**dev, **self.gpu_stats.get(dev["index"], {})} for dev in self.gpu_devices]
-        return {"count": len(devices), "simulated": self.gpus_simulated, "devices": devices}
-
-
-def deploy_message(row: Deployment) -> agent_pb2.ControllerMessage:
-    config = dict(row.config or {})
-    env = {str(k): str(v) for k, v in (config.get("env") or {}).items()}
-    return agent_pb2.ControllerMessage(
-        deploy=agent_pb2.Deploy(
-            deployment_id=row.id,
-            name=row.name,
-            backend=row.backend,
-            image=str(config.get("image") or ""),
-            model=row.model,
-            config_json=json.dumps(config, sort_keys=True),
-            host_port=row.port or 0,
-            gpu_indices=[int(i) for i in row.gpu_indices or []],
-            env=env,
-        )
-    )
-
-
-def deployment_event(row: Deployment) -> dict[str, Any]:
-    """What dashboards are told when a deployment changes."""
-    return {
-        "type": "deployment",
-        "deployment": {
-            "id": row.id,
-            "name": row.name,
-            "status": row.status,
-            "status_message": row.status_message or "",
-            "worker_id": row.worker_id,
-            "port": row.port,
-            "container_id": row.container_id,
-        },
-    }
-
-
-def worker_event(session: AgentSession, change: str) -> dict[str, Any]:
-    """What dashboards are told on ``change``: online, offline or heartbeat."""
-    last = session.last_heartbeat
-    return {
-        "type": "worker",
-        "change": change,
-        "worker": {
-            "id": session.worker_id,
-            "name": session.name,
-            "status": "offline" if change == "offline" else "online",
-            "gpu_info": session.gpu_info(),
-            "last_heartbeat": last.strftime("%Y-%m-%dT%H:%M:%SZ") if last else None,
-        },
-    }
-
-
-def stop_message(deployment_id: str) -> agent_pb2.ControllerMessage:
-    return agent_pb2.ControllerMessage(
-        stop=agent_pb2.Stop(deployment_id=deployment_id, remove=True)
-    )
 
 
 class Fleet:
@@ -275,9 +69,6 @@ class Fleet:
         self._request_timeout = request_timeout
         self._clock = clock
         self._sessions: dict[str, AgentSession] = {}
-        # Serialises placement (GPU and port choices) so two creates cannot
-        # take the same resources.
-        self.placement_lock = asyncio.Lock()
         self._listeners: list[Callable[[], None]] = []
         self._stopping = asyncio.Event()
 
@@ -416,8 +207,11 @@ class Fleet:
         """Shutdown: end every session and record the workers offline now,
         while the store is still open (the streams finish after this)."""
         sessions = list(self._sessions.values())
-        with contextlib.suppress(Exception):
+        try:
             await self.flush()
+        except Exception:
+            # The last heartbeat state is lost, not the shutdown: go on.
+            log.exception("writing heartbeat state at shutdown failed")
         self._sessions.clear()
         for session in sessions:
             session.close("controller shutting down")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 
@@ -51,25 +52,39 @@ def _credentials(settings: ControllerSettings) -> grpc.ServerCredentials | None:
 class FleetServer:
     def __init__(self, settings: ControllerSettings, fleet: Fleet, db: Database, token: str):
         self._settings = settings
-        self._server = grpc.aio.server(options=SERVER_OPTIONS)
-        agent_pb2_grpc.add_AgentServiceServicer_to_server(
-            AgentServicer(fleet, db, token), self._server
-        )
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(fleet, db, token), server)
+        self._server: grpc.aio.Server | None = server
         self.port = 0
 
     async def start(self) -> int:
         address = f"{self._settings.grpc_host}:{self._settings.grpc_port}"
         credentials = _credentials(self._settings)
+        server = self._server
+        if server is None:
+            raise ConfigError("the agents' gRPC server was stopped already")
         try:
             if credentials is None:
-                self.port = self._server.add_insecure_port(address)
+                self.port = server.add_insecure_port(address)
             else:
-                self.port = self._server.add_secure_port(address, credentials)
+                self.port = server.add_secure_port(address, credentials)
         except RuntimeError as exc:
             raise ConfigError(f"cannot listen for agents on {address}: {exc}") from exc
-        await self._server.start()
+        await server.start()
         log.info("agents connect to port %d (%s)", self.port, "TLS" if credentials else "plaintext")
         return self.port
 
     async def stop(self, grace: float = 2.0) -> None:
-        await self._server.stop(grace)
+        """Stop serving and let go of the grpc.aio server on the running loop.
+
+        grpc.aio's ``Server.__del__`` schedules a shutdown on the loop it was
+        made on if it still counts as running; dropped after the loop closed
+        (at interpreter exit, after uvloop closed) that printed ``RuntimeError:
+        Event loop is closed``. Stopped and collected here, it never can."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        await server.stop(grace)
+        await server.wait_for_termination(grace)
+        del server
+        gc.collect()

@@ -26,15 +26,11 @@ import grpc
 import grpc.aio
 from sqlalchemy import select
 
-from controller.fleet.hub import (
-    AgentSession,
-    Fleet,
-    deploy_message,
-    deployment_event,
-    stop_message,
-)
+from controller.auth import digests_equal
+from controller.fleet.hub import Fleet
+from controller.fleet.messages import deploy_message, deployment_event, stop_message
+from controller.fleet.session import AgentSession
 from controller.metrics import CommandTimer
-from controller.security import digests_equal
 from controller.store import Database, Deployment, Worker, uncancelled
 from controller.store.timeutil import utcnow
 from shared import PROTOCOL_VERSION, __version__

@@ -12,16 +12,18 @@ swaps the buffer out before its first await.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
 
-from controller.store import Database, Usage
+from controller.store import Database, Usage, flushing
 from controller.store.models import new_id
 
 log = logging.getLogger("lmstack.gateway.usage")
@@ -115,3 +117,12 @@ class UsageRecorder:
                 "deployment_name": excluded.deployment_name,
             },
         )
+
+
+@contextlib.asynccontextmanager
+async def recording_usage(db: Database, flush_seconds: float) -> AsyncIterator[UsageRecorder]:
+    """A recorder flushed every ``flush_seconds`` while the block runs, and once
+    more when it ends (after the gateway stopped: the last requests count)."""
+    usage = UsageRecorder(db)
+    async with flushing(usage.flush, flush_seconds, "gateway usage"):
+        yield usage

@@ -1,4 +1,6 @@
-"""Prometheus metrics of the controller, served as text at ``GET /metrics``.
+"""Prometheus metrics of the controller, served as text at ``GET /metrics``
+(``controller.api.metrics``). This package is a leaf: it imports no other
+subsystem; the fleet and the gateway report to it.
 
 Each application owns one ``Metrics`` (its own ``CollectorRegistry``, never the
 process-wide default), so several controllers in one process keep separate
@@ -16,15 +18,11 @@ numbers. What is measured, and where:
   the proxy for requests routed to a deployment).
 """
 
-from controller.metrics._endpoint import METRICS, document_metrics, metrics_endpoint
 from controller.metrics._http import http_middleware
 from controller.metrics._registry import CommandTimer, Metrics
 
 __all__ = [
-    "METRICS",
     "CommandTimer",
     "Metrics",
-    "document_metrics",
     "http_middleware",
-    "metrics_endpoint",
 ]

@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from controller.metrics._hot import HotCollector, HotCounter, HotHistogram
-from controller.metrics._state import StateCollector
+from controller.metrics._state import LiveFleet, StateCollector
 from shared.proto.lmstack.v1 import agent_pb2
 
 if TYPE_CHECKING:
-    from controller.fleet import Fleet
     from controller.store import Database
 
 # prometheus_client's default buckets, for HTTP latency.
@@ -106,7 +105,7 @@ class Metrics:
 
     # ------------------------------------------------------------ scrape time
 
-    def watch_fleet(self, fleet: Fleet) -> None:
+    def watch_fleet(self, fleet: LiveFleet) -> None:
         """Report this fleet's live sessions (streams, GPUs) when scraped."""
         self.state.fleet = fleet
 

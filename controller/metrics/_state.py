@@ -10,8 +10,8 @@ when empty, so series do not vanish.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, get_args
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, get_args
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -21,15 +21,37 @@ from controller.schemas import DEPLOYMENT_STATUSES, Backend, WorkerStatus
 from controller.store import Deployment, Worker
 
 if TYPE_CHECKING:
-    from controller.fleet import Fleet
     from controller.store import Database
 
 MIB = 1024 * 1024
 
 
+class LiveSession(Protocol):
+    """What the GPU gauges read of a connected agent (``controller.fleet.AgentSession``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def gpu_devices(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def gpu_stats(self) -> dict[int, dict[str, Any]]: ...
+
+
+class LiveFleet(Protocol):
+    """What the gauges read of the fleet (``controller.fleet.Fleet``): metrics
+    depends on no other subsystem, they report to it."""
+
+    @property
+    def connected(self) -> int: ...
+
+    def live_sessions(self) -> Iterable[LiveSession]: ...
+
+
 class StateCollector(Collector):
     def __init__(self) -> None:
-        self.fleet: Fleet | None = None
+        self.fleet: LiveFleet | None = None
         self.in_flight: Callable[[], Mapping[str, int]] | None = None
         self._workers: dict[str, int] = {}
         self._deployments: dict[tuple[str, str], int] = {}
@@ -84,7 +106,7 @@ class StateCollector(Collector):
         return gauge
 
 
-def _gpu_gauges(fleet: Fleet) -> Iterator[GaugeMetricFamily]:
+def _gpu_gauges(fleet: LiveFleet) -> Iterator[GaugeMetricFamily]:
     labels = ["worker", "gpu"]
     used = GaugeMetricFamily(
         "lmstack_gpu_memory_used_bytes", "GPU memory in use (last heartbeat)", labels=labels

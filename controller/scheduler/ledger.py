@@ -13,8 +13,8 @@ Invariants:
 * A host port belongs to at most one deployment of a worker.
 
 Concurrency: plain synchronous code with no awaits. Mutations happen on the
-controller's event loop under ``Fleet.placement_lock`` (see
-``controller.scheduler.service``); reads are safe at any time on the loop.
+controller's event loop under the deployment service's placement lock
+(``controller.deployments``); reads are safe at any time on the loop.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """The scheduler: the pure placement core bound to the controller's ledger.
 
 Guarantees:
-* No over-commit, even under concurrent creates: a decision reads only the
-  ledger, and the caller books it (``book``) before its first await, all under
-  ``Fleet.placement_lock``, so no second decision can see the resources free.
-  A failed commit gives them back (``release``).
+* A decision reads only the ledger and never awaits. The caller owns the
+  transaction around it: the deployment service (``controller.deployments``)
+  books a decision (``book``) before its first await under its placement
+  lock, so no second decision can see the resources free, and gives them back
+  (``release``) when the commit fails.
 * Deleting a deployment releases its GPU fractions and host port.
 * After a restart the ledger is rebuilt from the store (``load``) before the
   API serves: every deployment assigned to a worker holds its stored
@@ -17,8 +18,8 @@ decision walks them from the best and stops at the first that fits.
 
 Concurrency: runs on the controller's event loop; every method is synchronous
 except ``load``. Mutations (``book``, ``release``, ``load``, and the rank
-index a decision refreshes) happen under ``Fleet.placement_lock`` or before
-the server accepts requests.
+index a decision refreshes) happen under the deployment service's placement
+lock or before the server accepts requests.
 
 Scope: one controller process owns placement. Two controllers over one
 database would each keep their own ledger and could double-book.

@@ -1,6 +1,6 @@
 """Persistence: SQLAlchemy 2 typed async ORM over SQLite (default) or PostgreSQL."""
 
-from controller.store.db import Database, flushing, uncancelled
+from controller.store.db import Database, commit_or_conflict, flushing, uncancelled
 from controller.store.models import ApiKey, Base, Deployment, LoginToken, Usage, User, Worker
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "Usage",
     "User",
     "Worker",
+    "commit_or_conflict",
     "flushing",
     "uncancelled",
 ]

@@ -17,11 +17,11 @@ from typing import Any, TypeVar
 
 from alembic.util.exc import CommandError
 from sqlalchemy import event
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from controller.store import migrate
-from shared.errors import StoreError
+from shared.errors import Conflict, StoreError
 
 log = logging.getLogger("lmstack.store")
 T = TypeVar("T")
@@ -89,9 +89,22 @@ async def uncancelled(work: Awaitable[T]) -> T:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         if not task.done():
-            with contextlib.suppress(Exception):
+            try:
                 await task
+            except Exception:
+                # The caller is gone; the failure is not lost, it is logged.
+                log.exception("a database write finished with an error after its caller left")
         raise
+
+
+async def commit_or_conflict(session: AsyncSession, detail: str) -> None:
+    """Commit; a unique or foreign-key violation becomes ``Conflict(detail)``
+    (409), with the session rolled back."""
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        raise Conflict(detail) from None
 
 
 @asynccontextmanager

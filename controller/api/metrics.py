@@ -10,14 +10,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from controller import appkeys
 from controller.http import Endpoint
-from controller.metrics._registry import Metrics
 
-METRICS = web.AppKey("metrics", Metrics)
 PATH = "/metrics"
 
 
 async def serve_metrics(request: web.Request) -> web.Response:
-    metrics = request.app[METRICS]
+    metrics = request.app[appkeys.METRICS]
     await metrics.refresh(request.app[appkeys.DATABASE])
     return web.Response(
         body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}

@@ -1,0 +1,66 @@
+"""What the fleet sends: commands to agents and change events to dashboards."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from controller.fleet.session import AgentSession
+from controller.store import Deployment
+from shared.proto.lmstack.v1 import agent_pb2
+
+
+def deploy_message(row: Deployment) -> agent_pb2.ControllerMessage:
+    config = dict(row.config or {})
+    env = {str(k): str(v) for k, v in (config.get("env") or {}).items()}
+    return agent_pb2.ControllerMessage(
+        deploy=agent_pb2.Deploy(
+            deployment_id=row.id,
+            name=row.name,
+            backend=row.backend,
+            image=str(config.get("image") or ""),
+            model=row.model,
+            config_json=json.dumps(config, sort_keys=True),
+            host_port=row.port or 0,
+            gpu_indices=[int(i) for i in row.gpu_indices or []],
+            env=env,
+        )
+    )
+
+
+def deployment_event(row: Deployment) -> dict[str, Any]:
+    """What dashboards are told when a deployment changes."""
+    return {
+        "type": "deployment",
+        "deployment": {
+            "id": row.id,
+            "name": row.name,
+            "status": row.status,
+            "status_message": row.status_message or "",
+            "worker_id": row.worker_id,
+            "port": row.port,
+            "container_id": row.container_id,
+        },
+    }
+
+
+def worker_event(session: AgentSession, change: str) -> dict[str, Any]:
+    """What dashboards are told on ``change``: online, offline or heartbeat."""
+    last = session.last_heartbeat
+    return {
+        "type": "worker",
+        "change": change,
+        "worker": {
+            "id": session.worker_id,
+            "name": session.name,
+            "status": "offline" if change == "offline" else "online",
+            "gpu_info": session.gpu_info(),
+            "last_heartbeat": last.strftime("%Y-%m-%dT%H:%M:%SZ") if last else None,
+        },
+    }
+
+
+def stop_message(deployment_id: str) -> agent_pb2.ControllerMessage:
+    return agent_pb2.ControllerMessage(
+        stop=agent_pb2.Stop(deployment_id=deployment_id, remove=True)
+    )

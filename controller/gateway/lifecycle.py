@@ -1,0 +1,51 @@
+"""The gateway's lifecycle: its engine client, route table and proxy.
+
+Start: the pooled keep-alive client to engines, the route table (invalidated
+by every fleet change) and the proxy, reporting requests in flight to the
+metrics. Stop: the client's connections are closed (after the HTTP server
+stopped taking requests: the application tears the gateway down before the
+fleet and the store).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from controller.auth import Authenticator
+from controller.fleet import Fleet
+from controller.gateway.proxy import Proxy, Timeouts
+from controller.gateway.routes import RouteTable
+from controller.gateway.state import Gateway
+from controller.gateway.upstream import EngineClient
+from controller.gateway.usage import UsageRecorder
+from controller.metrics import Metrics
+from controller.store import Database
+from shared.settings import ControllerSettings
+
+
+@contextlib.asynccontextmanager
+async def serving_gateway(
+    settings: ControllerSettings,
+    db: Database,
+    *,
+    auth: Authenticator,
+    fleet: Fleet,
+    usage: UsageRecorder,
+    metrics: Metrics,
+) -> AsyncIterator[Gateway]:
+    # Engines are few and long-lived: keep connections to them open.
+    client = EngineClient(connect_timeout=settings.gateway_connect_timeout)
+    try:
+        routes = RouteTable(db)
+        fleet.subscribe(routes.invalidate)
+        timeouts = Timeouts(
+            connect=settings.gateway_connect_timeout,
+            total=settings.gateway_timeout,
+            keepalive=settings.gateway_keepalive_seconds,
+        )
+        proxy = Proxy(client, usage, timeouts, metrics)
+        metrics.watch_gateway(proxy.in_flight_by_name)
+        yield Gateway(routes, proxy, usage, auth, fleet)
+    finally:
+        await client.close()
