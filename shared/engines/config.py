@@ -1,0 +1,117 @@
+"""``EngineConfig``: a deployment's engine settings, validated once and typed after.
+
+The controller validates a request's ``config`` into this model (its REST schema,
+``controller.schemas.DeploymentConfig``, is a subclass that only names it for the
+OpenAPI document); from then on the typed object travels: to the scheduler, into
+the database and onto the wire as ``to_mapping()``, and back with
+``from_mapping()``, which the agent uses to rebuild it from ``Deploy.config_json``.
+
+Wire and storage format: a JSON object holding only the keys that are set, so a
+config round-trips unchanged (``from_mapping(c.to_mapping()) == c``). Keys this
+version does not know are dropped by ``from_mapping``: the agent ignored them
+before it had types, and a newer controller may send some.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from shared.errors import ConfigError
+
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+Dtype = Literal["auto", "half", "float16", "bfloat16", "float", "float32"]
+
+
+class EngineConfig(BaseModel):
+    """Engine settings of one deployment. Unknown keys are rejected by name."""
+
+    # Strict: a JSON body's types are not coerced. Frozen: validated once, then only read.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    max_model_len: int | None = Field(default=None, gt=0)
+    tensor_parallel_size: int | None = Field(default=None, ge=1, le=64)
+    dtype: Dtype | None = None
+    quantization: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,32}$")] | None = None
+    served_model_name: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    max_num_seqs: int | None = Field(default=None, ge=1)
+    trust_remote_code: bool | None = None
+    enforce_eager: bool | None = None
+    revision: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    image: Annotated[str, StringConstraints(pattern=r"^[^\s]{1,512}$")] | None = None
+    env: dict[EnvName, str] | None = None
+    extra_args: list[Annotated[str, StringConstraints(max_length=4096)]] | None = None
+    # Seconds the engine gets to answer its health check after the container starts.
+    startup_timeout: int | None = Field(default=None, ge=1, le=86400)
+    # Placement (declared after tensor_parallel_size: their validators read it).
+    gpu_count: int | None = Field(
+        default=None,
+        ge=0,
+        le=64,
+        description="GPUs to reserve; 0 runs CPU-only. Default: tensor_parallel_size "
+        "(vLLM, SGLang) or 1 (Ollama). A multiple of tensor_parallel_size.",
+    )
+    gpu_ids: list[Annotated[int, Field(ge=0, le=1023)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Pin these GPU indices (unique; as many as gpu_count when both "
+        "are given; a multiple of tensor_parallel_size).",
+    )
+
+    @field_validator("gpu_count")
+    @classmethod
+    def _gpu_count_fits_tp(cls, value: int | None, info: ValidationInfo) -> int | None:
+        tp = info.data.get("tensor_parallel_size")
+        if value is None or not tp:
+            return value
+        if value == 0 and tp > 1:
+            raise ValueError(f"0 (CPU only) cannot run tensor_parallel_size {tp}")
+        if value % tp:
+            raise ValueError(f"must be a multiple of tensor_parallel_size ({tp})")
+        return value
+
+    @field_validator("gpu_ids")
+    @classmethod
+    def _gpu_ids_consistent(cls, value: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        if value is None:
+            return value
+        if len(set(value)) != len(value):
+            raise ValueError("GPU indices must be unique")
+        count = info.data.get("gpu_count")
+        if count is not None and count != len(value):
+            raise ValueError(f"{len(value)} indices given but gpu_count is {count}")
+        tp = info.data.get("tensor_parallel_size")
+        if tp and len(value) % tp:
+            raise ValueError(f"{len(value)} GPUs is not a multiple of tensor_parallel_size ({tp})")
+        return value
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any] | None) -> Self:
+        """The config stored or sent as ``mapping`` (``None``: all defaults).
+
+        Raises ``ConfigError`` when a known key has an invalid value."""
+        known = {key: value for key, value in (mapping or {}).items() if key in cls.model_fields}
+        try:
+            return cls.model_validate(known)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid engine config: {exc}") from exc
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The JSON object to store and send: only the keys that are set."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+# Every backend accepts every key; one it has no use for is ignored (see ``Engine``).
+CONFIG_KEYS: frozenset[str] = frozenset(EngineConfig.model_fields)
