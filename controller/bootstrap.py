@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from controller.security import hash_password, new_password
+from controller.auth import hash_password, new_password
 from controller.store import Database, User
 from shared.errors import ConfigError
 from shared.settings import ControllerSettings

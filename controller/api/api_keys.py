@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from controller import appkeys
 from controller.auth import API_KEY_PREFIX, identity_of, key_hint, new_api_key, token_digest
 from controller.http import Endpoint, json_response, parse_body, path_id
 from controller.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyList, ApiKeyOut
-from controller.store import ApiKey, commit_or_conflict
+from controller.store import ApiKey
 from shared.errors import Conflict, NotFound
 
 
@@ -50,7 +51,10 @@ async def create_key(request: web.Request) -> web.Response:
         if taken:
             raise Conflict(f"You already have an API key named '{body.name}'")
         session.add(row)
-        await commit_or_conflict(session, f"You already have an API key named '{body.name}'")
+        try:
+            await session.commit()
+        except IntegrityError:
+            raise Conflict(f"You already have an API key named '{body.name}'") from None
     created = ApiKeyCreated(
         id=row.id,
         name=row.name,

@@ -8,26 +8,24 @@ Guarantees:
   (a lookup that was running across an invalidation is not cached).
 * Concurrent misses for one token share one query, so an entry expiring while
   many requests are in flight costs one query.
-* API key ``last_used`` times are buffered in memory and written in one batch
-  every ``last_used_flush_seconds`` and at shutdown, so traffic does not turn
-  into one database write per request.
+* API key ``last_used`` times are buffered and written in batches (see
+  ``_last_used``), so traffic does not turn into one database write per request.
 
-Concurrency: everything runs on the controller's event loop; the cache and the
-usage buffer are plain dicts touched only from that loop.
+Concurrency: everything runs on the controller's event loop; the cache is a
+plain dict touched only from that loop.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from aiohttp import web
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 
-from controller.security import (
+from controller.auth._identity import Identity
+from controller.auth._last_used import LastUsed
+from controller.auth._secrets import (
     API_KEY_PREFIX,
     check_password,
     digests_equal,
@@ -38,22 +36,10 @@ from controller.security import (
 from controller.singleflight import SingleFlight
 from controller.store import ApiKey, Database, LoginToken, User
 from controller.store.timeutil import utcnow
-from shared.errors import Forbidden, Unauthorized
-
-log = logging.getLogger("lmstack.auth")
+from shared.errors import Unauthorized
 
 CACHE_SECONDS = 10.0
 CACHE_MAX = 10_000
-
-
-@dataclass(frozen=True)
-class Identity:
-    user_id: str
-    username: str
-    is_admin: bool
-    api_key_id: str | None = None
-    # Deployment names an API key may call through the gateway; None: all.
-    allowed_deployments: frozenset[str] | None = None
 
 
 class Authenticator:
@@ -72,8 +58,7 @@ class Authenticator:
         self._cache: dict[str, tuple[Identity, float]] = {}
         self._lookups: SingleFlight[str, Identity] = SingleFlight()
         self._generation = 0
-        # Epoch seconds (cheaper than a datetime per request), converted when written.
-        self._last_used: dict[str, float] = {}
+        self._last_used = LastUsed(db)
         # Compared against when the username is unknown, so timing does not
         # reveal which usernames exist.
         self._dummy_hash: str | None = None
@@ -90,7 +75,7 @@ class Authenticator:
                 digest, lambda: self._lookup_and_cache(token, digest)
             )
         if identity.api_key_id is not None:
-            self._last_used[identity.api_key_id] = time.time()
+            self._last_used.record(identity.api_key_id)
         return identity
 
     async def _lookup_and_cache(self, token: str, digest: str) -> Identity:
@@ -169,39 +154,9 @@ class Authenticator:
     # ------------------------------------------------------------ key usage
 
     def pending_last_used(self, key_id: str) -> datetime | None:
-        when = self._last_used.get(key_id)
-        return None if when is None else datetime.fromtimestamp(when, UTC)
+        """When ``key_id`` was last used, if that is not written yet."""
+        return self._last_used.pending(key_id)
 
     async def flush_last_used(self) -> None:
-        if not self._last_used:
-            return
-        batch, self._last_used = self._last_used, {}
-        async with self._db.session() as session:
-            for key_id, when in batch.items():
-                await session.execute(
-                    update(ApiKey)
-                    .where(ApiKey.id == key_id)
-                    .values(last_used=datetime.fromtimestamp(when, UTC))
-                )
-            await session.commit()
-        log.debug("wrote last_used for %d API keys", len(batch))
-
-
-def bearer_token(request: web.Request) -> str:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("Missing bearer token (Authorization: Bearer <token>)")
-    return token.strip()
-
-
-IDENTITY = web.RequestKey("identity", Identity)
-
-
-def identity_of(request: web.Request) -> Identity:
-    return request[IDENTITY]
-
-
-def require_admin(identity: Identity) -> None:
-    if not identity.is_admin:
-        raise Forbidden("This action needs an admin account")
+        """Write the buffered ``last_used`` times."""
+        await self._last_used.flush()
