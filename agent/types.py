@@ -10,16 +10,19 @@ import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-# Deployment status values reported to the controller.
-PENDING = "pending"
-DOWNLOADING = "downloading"
-STARTING = "starting"
-RUNNING = "running"
-STOPPING = "stopping"
-STOPPED = "stopped"
-ERROR = "error"
+from shared.engines import EngineConfig
+from shared.status import DeploymentStatus
+
+# Short names for the deployment statuses the agent reports (``shared.status``).
+PENDING = DeploymentStatus.PENDING
+DOWNLOADING = DeploymentStatus.DOWNLOADING
+STARTING = DeploymentStatus.STARTING
+RUNNING = DeploymentStatus.RUNNING
+STOPPING = DeploymentStatus.STOPPING
+STOPPED = DeploymentStatus.STOPPED
+ERROR = DeploymentStatus.ERROR
 
 LABEL_MANAGED = "lmstack.managed"
 LABEL_DEPLOYMENT_ID = "lmstack.deployment_id"
@@ -31,14 +34,15 @@ LABEL_BACKEND = "lmstack.backend"
 
 @dataclass(frozen=True)
 class DeploySpec:
-    """What the controller asked to run (the proto ``Deploy`` as Python)."""
+    """What the controller asked to run (the proto ``Deploy`` as Python, its
+    ``config_json`` typed)."""
 
     deployment_id: str
     name: str
     backend: str
     image: str
     model: str
-    config: dict[str, Any]
+    config: EngineConfig
     host_port: int
     gpu_indices: tuple[int, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
@@ -46,8 +50,11 @@ class DeploySpec:
 
 def spec_hash(spec: DeploySpec) -> str:
     """A short, stable digest of everything in the spec (key order does not
-    matter): the same Deploy always yields the same hash, on every runtime."""
-    canonical = json.dumps(asdict(spec), sort_keys=True, separators=(",", ":"), default=str)
+    matter): the same Deploy always yields the same hash, on every runtime.
+    The config is hashed as its wire mapping, so the hash is what it was when
+    the config travelled as a plain dict."""
+    fields = {**asdict(spec), "config": spec.config.to_mapping()}
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -67,7 +74,7 @@ class ContainerState:
 @dataclass(frozen=True)
 class StatusUpdate:
     deployment_id: str
-    status: str
+    status: DeploymentStatus
     message: str = ""
     container_id: str = ""
     port: int = 0

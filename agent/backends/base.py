@@ -1,47 +1,55 @@
 """The backend interface: how one inference engine is run in a container.
 
 A backend is pure (no Docker, no I/O): from a ``DeploySpec`` it says which image to run,
-the command line, the port the engine listens on inside the container, the path that
-answers 200 once the engine is ready, the request that fetches the model when the engine
-starts without it, and how much of each GPU the deployment reserves.
-The runtime (``agent.runtime``) turns that into a container; the scheduler uses
-``gpu_reservation`` to place deployments.
+the command line, the request that fetches the model when the engine starts without it,
+and the environment the engine needs. Every fact it states about its engine (image,
+port, health path, which config key becomes which option, the reservation and
+served-name rules) comes from the engine registry, ``shared.engines``, which the
+controller's schema and scheduler read too. The runtime (``agent.runtime``) turns a
+backend's answers into a container.
 
-Config keys (validated by the controller before they get here): gpu_memory_utilization,
-max_model_len, tensor_parallel_size, dtype, quantization, image, env, extra_args,
-served_model_name, trust_remote_code, max_num_seqs, enforce_eager, revision,
-startup_timeout, gpu_count, gpu_ids. Unknown keys are ignored here.
+The config arrives typed (``EngineConfig``, validated by the controller and rebuilt
+by the session); keys an engine has no option for are ignored.
 """
 
 from __future__ import annotations
 
-import shlex
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from agent.types import DeploySpec
-from shared import serving
-from shared.reservation import GpuReservation, gpu_reservation
+from shared.engines import Engine, EngineConfig, GpuReservation
 
 # Where the host's Hugging Face cache is mounted in engine containers.
 HF_CACHE_TARGET = "/root/.cache/huggingface"
 
 
 class Backend(ABC):
-    """One inference engine. Subclasses set the class attributes and build the command."""
+    """One inference engine. Subclasses name their ``engine`` and build the command."""
 
-    name: ClassVar[str]
-    default_image: ClassVar[str]
-    # Port the engine listens on inside the container.
-    engine_port: ClassVar[int]
-    # Path that answers 200 once the engine can serve.
-    health_path: ClassVar[str]
+    engine: ClassVar[Engine]
+
+    @property
+    def name(self) -> str:
+        return self.engine.name
+
+    @property
+    def default_image(self) -> str:
+        return self.engine.default_image
+
+    @property
+    def engine_port(self) -> int:
+        """Port the engine listens on inside the container."""
+        return self.engine.engine_port
+
+    @property
+    def health_path(self) -> str:
+        """Path that answers 200 once the engine can serve."""
+        return self.engine.health_path
 
     def image(self, spec: DeploySpec) -> str:
-        """The controller's resolved image, else ``config["image"]``, else the default."""
-        configured = spec.config.get("image")
-        return spec.image or (str(configured) if configured else "") or self.default_image
+        """The controller's resolved image, else ``config.image``, else the default."""
+        return self.engine.image(spec.image, spec.config)
 
     def entrypoint(self, spec: DeploySpec) -> list[str] | None:
         """Override the image's entrypoint; ``None`` keeps it."""
@@ -60,38 +68,17 @@ class Backend(ABC):
         """Environment the engine itself needs (the runtime adds HF_TOKEN and user env)."""
         return {}
 
-    def gpu_reservation(self, config: Mapping[str, Any]) -> GpuReservation:
-        """How many GPUs and what fraction of each one the deployment takes.
+    def gpu_reservation(self, config: EngineConfig) -> GpuReservation:
+        """How many GPUs and what fraction of each one the deployment takes (the
+        registry's rule, the one the controller's scheduler applies)."""
+        return self.engine.reservation(config)
 
-        The rule lives in ``shared.reservation`` so the controller's scheduler
-        applies exactly the same one."""
-        return gpu_reservation(self.name, config)
-
-
-def served_model_name(spec: DeploySpec) -> str:
-    """The name the engine serves the model under (``shared.serving``)."""
-    return serving.served_model_name(spec.backend, spec.name, spec.model, spec.config)
+    def served_model_name(self, spec: DeploySpec) -> str:
+        """The name the engine serves the model under (the registry's rule, the one
+        the controller's gateway applies)."""
+        return self.engine.served_model_name(spec.name, spec.model, spec.config)
 
 
-def extra_args(config: Mapping[str, Any]) -> list[str]:
-    """``config["extra_args"]`` verbatim: a list of strings, or one shell-quoted string."""
-    value = config.get("extra_args")
-    if not value:
-        return []
-    if isinstance(value, str):
-        return shlex.split(value)
-    return [str(item) for item in value]
-
-
-def flag(args: list[str], config: Mapping[str, Any], key: str, option: str) -> None:
-    """Append ``option value`` when ``key`` is set (``None`` and ``""`` mean unset)."""
-    value = config.get(key)
-    if value is None or value == "":
-        return
-    args.extend([option, str(value)])
-
-
-def switch(args: list[str], config: Mapping[str, Any], key: str, option: str) -> None:
-    """Append the bare ``option`` when ``key`` is true."""
-    if config.get(key) is True:
-        args.append(option)
+def extra_args(config: EngineConfig) -> list[str]:
+    """``config.extra_args`` verbatim: each item is one argument."""
+    return list(config.extra_args or ())

@@ -60,8 +60,7 @@ def plan_container(
     env = dict(backend.env(spec))
     if hf_token:
         env["HF_TOKEN"] = hf_token
-    config_env = spec.config.get("env") or {}
-    env.update({str(k): str(v) for k, v in dict(config_env).items()})
+    env.update(spec.config.env or {})
     env.update(spec.env)
     gpu_indices = tuple(spec.gpu_indices)
     if simulate_gpus:

@@ -20,13 +20,11 @@ from typing import Any
 
 from agent.backends.base import HF_CACHE_TARGET, Backend, extra_args
 from agent.types import DeploySpec
+from shared.engines import OLLAMA
 
 
 class OllamaBackend(Backend):
-    name = "ollama"
-    default_image = "ollama/ollama:latest"
-    engine_port = 11434
-    health_path = "/api/version"
+    engine = OLLAMA
 
     def command(self, spec: DeploySpec) -> list[str]:
         return ["serve", *extra_args(spec.config)]

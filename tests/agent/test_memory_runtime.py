@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from agent.memory_runtime import MemoryRuntime
 from agent.types import DeploySpec, StatusUpdate, spec_hash
+from shared.engines import EngineConfig
 from shared.errors import ContainerError
+from tests.runtime.memory_runtime import MemoryRuntime
 
 _BASE = DeploySpec(
     deployment_id="d1",
@@ -19,7 +20,7 @@ _BASE = DeploySpec(
     backend="vllm",
     image="vllm/vllm-openai:latest",
     model="Qwen/Qwen2.5-0.5B-Instruct",
-    config={"max_model_len": 4096},
+    config=EngineConfig(max_model_len=4096),
     host_port=40001,
 )
 
@@ -54,7 +55,7 @@ async def test_deploy_same_spec_twice_keeps_the_container() -> None:
 async def test_deploy_of_another_spec_replaces_the_container() -> None:
     runtime, reports = MemoryRuntime(), _Reports()
     await runtime.deploy(_spec(), reports)
-    await runtime.deploy(_spec(config={"max_model_len": 8192}), reports)
+    await runtime.deploy(_spec(config=EngineConfig(max_model_len=8192)), reports)
 
     assert reports.names == ["pending", "starting", "running"] * 2
     assert reports.updates[2].container_id != reports.updates[5].container_id

@@ -13,7 +13,6 @@ import pytest
 from pydantic import SecretStr
 
 import shared
-from agent.memory_runtime import MemoryRuntime
 from agent.session import AgentSession, AuthenticationFailed, Backoff, ProtocolVersionRejected
 from agent.types import RUNNING
 from shared.proto.lmstack.v1 import agent_pb2
@@ -29,6 +28,7 @@ from tests.agent.controller_stub import (
     stop_command,
     wait_until,
 )
+from tests.runtime.memory_runtime import MemoryRuntime
 
 
 class _Ceiling(random.Random):
@@ -174,7 +174,7 @@ async def test_deploy_reports_each_transition(
     assert status.port == 40123
     assert not status.has_exit_code
     spec = runtime.specs["d1"]
-    assert spec.config == {"max_model_len": 4096}
+    assert spec.config.to_mapping() == {"max_model_len": 4096}
     assert spec.gpu_indices == (0,)
     assert spec.env == {"VLLM_LOGGING_LEVEL": "INFO"}
 

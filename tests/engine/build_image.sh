@@ -3,8 +3,8 @@
 #
 # The image is FROM scratch: the host's Python (interpreter, stdlib without tests/GUI/
 # site-packages, the shared libraries ldd reports, the dynamic loader) plus
-# standin_engine.py as the entrypoint, so `docker run IMAGE --model m --port 8000` behaves
-# like `docker run vllm/vllm-openai --model m --port 8000`.
+# standin_engine.py as the entrypoint, so `docker run IMAGE m --port 8000` behaves
+# like `docker run vllm/vllm-openai m --port 8000` (whose entrypoint is `vllm serve`).
 #
 # Idempotent: the image carries a fingerprint label of its inputs; when an image with the
 # same fingerprint exists the script exits at once. --force rebuilds anyway.

@@ -1,6 +1,8 @@
 """A stdlib-only, OpenAI-compatible stand-in for vLLM's API server, for tests.
 
-It takes vLLM's command line (unknown flags are tolerated) and serves:
+It takes vLLM's command line, that of ``vllm serve`` (the ``vllm/vllm-openai`` image's
+entrypoint): the model as the positional argument, or as the ``--model`` flag upstream
+deprecates (the positional wins, as in vLLM); unknown flags are tolerated. It serves:
 
 * ``GET /health`` -- 200 once ready (``STANDIN_START_DELAY`` seconds after start), 503 before;
 * ``GET /v1/models`` -- an OpenAI list with the served model name;
@@ -51,7 +53,9 @@ def log(message: str) -> None:
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """vLLM's arguments, and the rest; Ollama's ``serve`` stays first of the rest."""
     parser = argparse.ArgumentParser(prog="standin_engine", add_help=True)
+    parser.add_argument("model_tag", nargs="?", default=None)
     parser.add_argument("--model", default="standin-model")
     parser.add_argument("--served-model-name", nargs="*", default=None)
     parser.add_argument("--host", default="0.0.0.0")
@@ -60,7 +64,13 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--max-model-len", type=int, default=None)
     parser.add_argument("--tensor-parallel-size", type=int, default=1)
     parser.add_argument("--dtype", default="auto")
-    return parser.parse_known_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if args.model_tag == "serve":
+        # Ollama's command (``ollama serve``), not a model.
+        return args, ["serve", *unknown]
+    if args.model_tag is not None:
+        args.model = args.model_tag
+    return args, unknown
 
 
 def count_tokens(value: Any) -> int:

@@ -37,7 +37,8 @@ def start(port: int, *flags: str, **env: str) -> subprocess.Popen[str]:
 @pytest.fixture
 def engine() -> Iterator[str]:
     port = free_port()
-    proc = start(port, "--model", "m", "--served-model-name", "served", "--unknown-flag", "x")
+    # As vllm serve is called: the model is the positional argument.
+    proc = start(port, "m", "--served-model-name", "served", "--unknown-flag", "x")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -19,11 +19,12 @@ import pytest
 
 from agent.runtime import DockerRuntime
 from agent.types import DeploySpec, StatusUpdate
+from shared.engines import EngineConfig
 from tests.dockerutil import ensure_engine_image, free_port, remove_test_containers
 
 # Small on purpose: the stand-in is ready in well under a second.
 START_DELAY = "0.3"
-STARTUP_TIMEOUT = 20.0
+STARTUP_TIMEOUT = 20
 
 
 @pytest.fixture(scope="session")
@@ -93,7 +94,7 @@ def make_spec(engine_image: str, session_prefix: str) -> Callable[..., DeploySpe
             "backend": "vllm",
             "image": engine_image,
             "model": "standin/test-model",
-            "config": merged,
+            "config": EngineConfig.from_mapping(merged),
             "host_port": free_port(),
         }
         values.update(fields)

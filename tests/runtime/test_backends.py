@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from agent.backends import BACKEND_NAMES, GpuReservation, get_backend
-from agent.backends.base import served_model_name
 from agent.backends.container import plan_container
 from agent.runtime import PullProgress
 from agent.types import (
@@ -21,18 +20,23 @@ from agent.types import (
     DeploySpec,
     spec_hash,
 )
-from shared import serving
+from shared import engines
+from shared.engines import EngineConfig
 from shared.errors import ConfigError
 
 
-def spec(backend: str = "vllm", config: dict[str, Any] | None = None, **fields: Any) -> DeploySpec:
+def spec(
+    backend: str = "vllm", config: dict[str, Any] | EngineConfig | None = None, **fields: Any
+) -> DeploySpec:
+    if not isinstance(config, EngineConfig):
+        config = EngineConfig.from_mapping(config)
     values: dict[str, Any] = {
         "deployment_id": "dep-1",
         "name": "llama",
         "backend": backend,
         "image": "",
         "model": "meta-llama/Llama-3.1-8B-Instruct",
-        "config": config or {},
+        "config": config,
         "host_port": 40001,
     }
     values.update(fields)
@@ -51,8 +55,8 @@ def test_vllm_minimal_command() -> None:
     assert backend.image(spec()) == "vllm/vllm-openai:latest"
     assert (backend.engine_port, backend.health_path) == (8000, "/health")
     assert backend.entrypoint(spec()) is None
+    # The model is ``vllm serve``'s positional argument (the image's entrypoint).
     assert backend.command(spec()) == [
-        "--model",
         "meta-llama/Llama-3.1-8B-Instruct",
         "--served-model-name",
         "llama",
@@ -79,7 +83,6 @@ def test_vllm_full_command() -> None:
     }
     command = get_backend("vllm").command(spec(config=config))
     assert command == [
-        "--model",
         "meta-llama/Llama-3.1-8B-Instruct",
         "--served-model-name",
         "chat",
@@ -108,8 +111,8 @@ def test_vllm_full_command() -> None:
     ]
 
 
-def test_false_switches_and_string_extra_args() -> None:
-    config = {"trust_remote_code": False, "enforce_eager": False, "extra_args": "--a 'b c'"}
+def test_false_switches_and_extra_args_verbatim() -> None:
+    config = {"trust_remote_code": False, "enforce_eager": False, "extra_args": ["--a", "b c"]}
     command = get_backend("vllm").command(spec(config=config))
     assert "--trust-remote-code" not in command
     assert "--enforce-eager" not in command
@@ -193,7 +196,7 @@ def test_ollama() -> None:
     ],
 )
 def test_gpu_reservation(backend: str, config: dict[str, Any], expected: GpuReservation) -> None:
-    assert get_backend(backend).gpu_reservation(config) == expected
+    assert get_backend(backend).gpu_reservation(EngineConfig.from_mapping(config)) == expected
 
 
 def test_plan_container() -> None:
@@ -270,6 +273,7 @@ def test_the_served_name_is_one_rule_for_agent_and_gateway(
     backend: str, config: dict[str, Any], served: str
 ) -> None:
     deployment = spec(backend, config)
-    assert served_model_name(deployment) == served
+    assert get_backend(backend).served_model_name(deployment) == served
     # The controller's gateway sends the same name (controller.gateway.routes).
-    assert serving.served_model_name(backend, "llama", deployment.model, config) == served
+    typed = EngineConfig.from_mapping(config)
+    assert engines.served_model_name(backend, "llama", deployment.model, typed) == served

@@ -29,6 +29,7 @@ from agent.types import (
     STOPPING,
     DeploySpec,
 )
+from shared.engines import EngineConfig
 from shared.errors import ContainerError, RuntimeUnavailable
 from tests.dockerutil import TEST_LABEL, has_nvidia_runtime
 from tests.runtime.conftest import Recorder
@@ -133,7 +134,8 @@ async def test_changed_spec_replaces_container(
     await runtime.deploy(spec, first)
     assert first.last.status == RUNNING
 
-    changed = DeploySpec(**{**spec.__dict__, "config": {**spec.config, "max_model_len": 2048}})
+    config = EngineConfig.from_mapping({**spec.config.to_mapping(), "max_model_len": 2048})
+    changed = DeploySpec(**{**spec.__dict__, "config": config})
     second = Recorder()
     await runtime.deploy(changed, second)
     assert second.statuses == [PENDING, STARTING, RUNNING]
@@ -186,11 +188,11 @@ async def test_startup_timeout_is_an_error(
     recorder: Recorder,
     docker_client: docker.DockerClient,
 ) -> None:
-    spec = make_spec(env={"STANDIN_START_DELAY": "60"}, config={"startup_timeout": 1.5})
+    spec = make_spec(env={"STANDIN_START_DELAY": "60"}, config={"startup_timeout": 1})
     await runtime.deploy(spec, recorder)
 
     assert recorder.statuses == [PENDING, STARTING, ERROR]
-    assert "within 1.5s" in recorder.last.message
+    assert "within 1s" in recorder.last.message
     assert "standin: starting engine" in recorder.last.message
     assert containers_of(docker_client, spec.deployment_id) == []
 
