@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from controller import appkeys
 from controller.auth import API_KEY_PREFIX, identity_of, key_hint, new_api_key, token_digest
 from controller.http import Endpoint, json_response, parse_body, path_id
 from controller.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyList, ApiKeyOut
-from controller.store import ApiKey
+from controller.store import ApiKey, commit_or_conflict
 from shared.errors import Conflict, NotFound
 
 
@@ -51,10 +50,7 @@ async def create_key(request: web.Request) -> web.Response:
         if taken:
             raise Conflict(f"You already have an API key named '{body.name}'")
         session.add(row)
-        try:
-            await session.commit()
-        except IntegrityError:
-            raise Conflict(f"You already have an API key named '{body.name}'") from None
+        await commit_or_conflict(session, f"You already have an API key named '{body.name}'")
     created = ApiKeyCreated(
         id=row.id,
         name=row.name,

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 from sqlalchemy import delete, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller import appkeys
 from controller.auth import hash_password, identity_of
 from controller.http import Endpoint, json_response, parse_body, path_id
 from controller.schemas import UserCreate, UserList, UserOut, UserUpdate
-from controller.store import LoginToken, User
+from controller.store import LoginToken, User, commit_or_conflict
 from shared.errors import Conflict, NotFound
 
 
@@ -63,10 +62,7 @@ async def create_user(request: web.Request) -> web.Response:
             password_hash=await hash_password(body.password, rounds),
         )
         session.add(row)
-        try:
-            await session.commit()
-        except IntegrityError:
-            raise Conflict("Username or email already in use") from None
+        await commit_or_conflict(session, "Username or email already in use")
     return json_response(user_out(row), 201)
 
 
@@ -88,10 +84,7 @@ async def update_user(request: web.Request) -> web.Response:
             row.password_hash = await hash_password(body.password, rounds)
             # A new password signs the user out everywhere else.
             await session.execute(delete(LoginToken).where(LoginToken.user_id == row.id))
-        try:
-            await session.commit()
-        except IntegrityError:
-            raise Conflict("Email already in use") from None
+        await commit_or_conflict(session, "Email already in use")
     request.app[appkeys.AUTH].invalidate()
     return json_response(user_out(row))
 

@@ -27,13 +27,9 @@ import grpc.aio
 from sqlalchemy import select
 
 from controller.auth import digests_equal
-from controller.fleet.hub import (
-    AgentSession,
-    Fleet,
-    deploy_message,
-    deployment_event,
-    stop_message,
-)
+from controller.fleet.hub import Fleet
+from controller.fleet.messages import deploy_message, deployment_event, stop_message
+from controller.fleet.session import AgentSession
 from controller.metrics import CommandTimer
 from controller.store import Database, Deployment, Worker, uncancelled
 from controller.store.timeutil import utcnow
