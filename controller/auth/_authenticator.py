@@ -158,5 +158,5 @@ class Authenticator:
         return self._last_used.pending(key_id)
 
     async def flush_last_used(self) -> None:
-        """Write the buffered ``last_used`` times."""
+        """Write the buffered ``last_used`` times; a batch that fails is kept."""
         await self._last_used.flush()

@@ -5,6 +5,9 @@ Guarantees:
   write per request; ``flush`` (every ``last_used_flush_seconds`` and at
   shutdown, see ``controller.store.flushing``) writes the buffer in one
   transaction.
+* A batch whose write fails, or is cancelled, is merged back into the buffer and
+  retried by the next flush; where a key was used again meanwhile, the newest
+  time wins. Nothing recorded is lost while the controller runs.
 
 Concurrency: everything runs on the controller's event loop; the buffer is a
 plain dict touched only from that loop. A ``record`` that lands while a flush
@@ -43,7 +46,11 @@ class LastUsed:
         if not self._pending:
             return
         batch, self._pending = self._pending, {}
-        await self._write(batch)
+        try:
+            await self._write(batch)
+        except BaseException:
+            self._merge_back(batch)
+            raise
         log.debug("wrote last_used for %d API keys", len(batch))
 
     async def _write(self, batch: dict[str, float]) -> None:
@@ -55,3 +62,9 @@ class LastUsed:
                     .values(last_used=datetime.fromtimestamp(when, UTC))
                 )
             await session.commit()
+
+    def _merge_back(self, batch: dict[str, float]) -> None:
+        for key_id, when in batch.items():
+            newer = self._pending.get(key_id)
+            if newer is None or newer < when:
+                self._pending[key_id] = when

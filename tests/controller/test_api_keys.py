@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import re
 
+import pytest
 from sqlalchemy import select, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from controller import appkeys
-from controller.store import ApiKey
+from controller.store import ApiKey, Database
 from tests.conftest import Controller
 from tests.controller.test_auth import make_user
 from tests.controller.test_deployments import MISSING
@@ -71,6 +73,33 @@ async def test_last_used_is_recorded_and_flushed(controller: Controller) -> None
     async with controller.app[appkeys.DATABASE].session() as session:
         row = (await session.scalars(select(ApiKey))).one()
     assert row.last_used is not None
+
+
+async def _rename_table(db: Database, old: str, new: str) -> None:
+    async with db.session() as session:
+        await session.execute(text(f"ALTER TABLE {old} RENAME TO {new}"))
+        await session.commit()
+
+
+async def test_last_used_survives_a_failed_write(controller: Controller) -> None:
+    """A flush the database refuses keeps its batch, and the next flush writes it."""
+    _, created = await controller.admin("POST", "/api/api-keys", json={"name": "k"})
+    status, _ = await controller.call("GET", "/api/deployments", token=created["key"])
+    assert status == 200
+    auth, db = controller.app[appkeys.AUTH], controller.app[appkeys.DATABASE]
+    used = auth.pending_last_used(created["id"])
+    assert used is not None
+    # With its table gone the write fails in the database, as a lost one would.
+    await _rename_table(db, "api_keys", "api_keys_away")
+    with pytest.raises(SQLAlchemyError):
+        await auth.flush_last_used()
+    await _rename_table(db, "api_keys_away", "api_keys")
+    assert auth.pending_last_used(created["id"]) == used
+    await auth.flush_last_used()
+    assert auth.pending_last_used(created["id"]) is None
+    async with db.session() as session:
+        row = await session.get(ApiKey, created["id"])
+    assert row is not None and row.last_used == used
 
 
 async def test_keys_are_scoped_to_their_owner(controller: Controller) -> None:
