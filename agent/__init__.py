@@ -6,8 +6,9 @@ Public surface, by module:
   ``AuthenticationFailed``, ``ProtocolVersionRejected``, ``Backoff``.
 * ``agent.gpu``: ``GpuReader`` protocol, ``NvmlGpuReader``, ``SimulatedGpuReader``,
   ``GpuDevice``, ``GpuStats``.
-* ``agent.memory_runtime``: ``MemoryRuntime`` (tests, fleet benchmark).
-* ``agent.runtime``: ``DockerRuntime``; ``agent.types``: the ``Runtime`` protocol.
+* ``agent.runtime``: ``DockerRuntime``, ``PullProgress``; ``agent.types``: the ``Runtime``
+  protocol. (``MemoryRuntime``, the in-memory double for tests and the fleet benchmark,
+  lives in ``tests.runtime.memory_runtime``: it does not ship.)
 * ``agent.main``: ``main()``, the ``lmstack-agent`` entry point.
 
 Nothing is imported here, so ``import agent.types`` stays cheap and no import

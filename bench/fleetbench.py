@@ -17,10 +17,10 @@ from pathlib import Path
 import aiohttp
 
 from agent.gpu import SimulatedGpuReader
-from agent.memory_runtime import MemoryRuntime
 from agent.session import AgentSession
 from agent.types import DeploySpec, Reporter
 from shared.settings import AgentSettings
+from tests.runtime.memory_runtime import MemoryRuntime
 
 PASSWORD = "bench-password"
 TOKEN = "bench-join-token"

@@ -33,7 +33,6 @@ from pathlib import Path
 import aiohttp
 
 from agent.gpu import SimulatedGpuReader
-from agent.memory_runtime import MemoryRuntime
 from agent.session import AgentSession
 from bench.fleetbench import (
     TOKEN,
@@ -43,6 +42,7 @@ from bench.fleetbench import (
     percentile,
 )
 from shared.settings import AgentSettings
+from tests.runtime.memory_runtime import MemoryRuntime
 
 ROUNDS = 8
 STANDIN = Path(__file__).resolve().parents[1] / "tests" / "engine" / "standin_engine.py"

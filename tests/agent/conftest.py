@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from agent.memory_runtime import MemoryRuntime
 from agent.session import AgentSession
 from shared.settings import AgentSettings
 from tests.agent.controller_stub import TOKEN, ControllerServer, FakeGpuReader, StubController
+from tests.runtime.memory_runtime import MemoryRuntime
 
 StartSession = Callable[..., AgentSession]
 

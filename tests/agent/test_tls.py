@@ -10,7 +10,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from agent.memory_runtime import MemoryRuntime
 from agent.session import AgentSession
 from shared.errors import ConfigError
 from shared.settings import AgentSettings
@@ -21,6 +20,7 @@ from tests.agent.controller_stub import (
     StubController,
     wait_until,
 )
+from tests.runtime.memory_runtime import MemoryRuntime
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.memory_runtime import MemoryRuntime
 from cli._commands import new_lines
 from controller.schemas import DEPLOYMENT_STATUSES
 from tests.cli.conftest import Cli
 from tests.conftest import Controller
 from tests.fleetutil import RunningAgent, run_agent, wait_until
+from tests.runtime.memory_runtime import MemoryRuntime
 
 
 def header(table: str) -> list[str]:

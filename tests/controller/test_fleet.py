@@ -11,13 +11,13 @@ import grpc
 import grpc.aio
 import pytest
 
-from agent.memory_runtime import MemoryRuntime
 from agent.session import AuthenticationFailed
 from controller import appkeys
 from shared import PROTOCOL_VERSION
 from tests.conftest import AGENT_TOKEN, Controller
 from tests.controller.rawagent import RawAgent, hello
 from tests.fleetutil import run_agent, wait_until, worker_view
+from tests.runtime.memory_runtime import MemoryRuntime
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from agent.memory_runtime import MemoryRuntime
 from tests.agent.test_tls import pki  # noqa: F401 (fixture)
 from tests.conftest import Controller
 from tests.fleetutil import run_agent, worker_view
+from tests.runtime.memory_runtime import MemoryRuntime
 
 
 @pytest.mark.parametrize("client_ca", [False, True])

@@ -17,10 +17,10 @@ import aiohttp
 import pytest
 import uvloop
 
-from agent.memory_runtime import MemoryRuntime
 from tests.conftest import Controller
 from tests.dockerutil import free_port
 from tests.fleetutil import RunningAgent, run_agent
+from tests.runtime.memory_runtime import MemoryRuntime
 
 
 def pytest_asyncio_loop_factories(

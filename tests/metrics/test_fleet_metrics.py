@@ -7,10 +7,10 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.memory_runtime import MemoryRuntime
 from tests.conftest import Controller
 from tests.fleetutil import run_agent
 from tests.metrics.scrape import Scrape, scrape
+from tests.runtime.memory_runtime import MemoryRuntime
 
 GIB = 1024**3
 

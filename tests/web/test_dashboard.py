@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, Route, async_playwright, expect
 
-from agent.memory_runtime import MemoryRuntime
 from tests.conftest import Controller
 from tests.dockerutil import free_port
 from tests.fleetutil import RunningAgent, run_agent
 from tests.gateway.conftest import Engine, start_engine
+from tests.runtime.memory_runtime import MemoryRuntime
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "tests" / "artifacts" / "screenshots"

@@ -12,11 +12,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from agent.memory_runtime import MemoryRuntime
 from controller import appkeys
 from controller.web import WEB_OPTIONS
 from tests.conftest import Controller
 from tests.fleetutil import run_agent, wait_until
+from tests.runtime.memory_runtime import MemoryRuntime
 
 WS = aiohttp.ClientWebSocketResponse
 

@@ -50,6 +50,7 @@ from agent.types import (
     spec_hash,
 )
 from shared.errors import ContainerError
+from shared.status import DeploymentStatus
 
 
 @dataclass
@@ -223,7 +224,9 @@ class MemoryRuntime:
         return container
 
     @staticmethod
-    def _update(container: _Container, status: str, message: str = "") -> StatusUpdate:
+    def _update(
+        container: _Container, status: DeploymentStatus, message: str = ""
+    ) -> StatusUpdate:
         return StatusUpdate(
             deployment_id=container.deployment_id,
             status=status,

@@ -1,0 +1,308 @@
+"""Deploys: bring a ``DeploySpec`` to a running, healthy engine container.
+
+Guarantees:
+
+* ``Deployer.deploy`` never raises for a failed operation: it reports ``error`` with a
+  message (exit code and last log lines when the engine exited). A failed deploy
+  leaves no container behind.
+* Idempotent: a running container of the same deployment and spec hash is adopted,
+  not restarted; another spec, or a container that is not running, is replaced.
+* Cancelling ``deploy`` (agent shutdown, or a ``Stop`` that supersedes it) leaves the
+  container to whoever cancels it: containers outlive the agent.
+* Restarts belong to the agent and controller: containers get restart policy ``no``.
+
+Concurrency model: each deploy is one coroutine on the loop; its blocking Docker calls
+go through ``EngineClient.call``. The caller must not run ``deploy`` and ``stop`` of
+one deployment concurrently; different deployments may deploy in parallel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import aiohttp
+import docker.errors
+from docker.types import DeviceRequest
+
+from agent.backends.container import ContainerPlan, plan_container
+from agent.runtime._client import EngineClient
+from agent.runtime._containers import find, remove, tail
+from agent.runtime._errors import DeployFailed, explain
+from agent.runtime._pulls import ensure_image
+from agent.types import (
+    ERROR,
+    LABEL_MANAGED,
+    LABEL_SPEC_HASH,
+    PENDING,
+    RUNNING,
+    STARTING,
+    DeploySpec,
+    Reporter,
+    StatusUpdate,
+)
+from shared.errors import LMStackError
+from shared.status import DeploymentStatus
+
+log = logging.getLogger("lmstack.agent.runtime")
+
+HEALTH_POLL_INTERVAL = 0.5
+HEALTH_REQUEST_TIMEOUT = 2.0
+LOG_TAIL_LINES = 20
+
+
+class Deployer:
+    """Deploys engine containers on one Docker engine."""
+
+    def __init__(
+        self,
+        client: EngineClient,
+        *,
+        hf_cache_dir: Path,
+        ready_timeout: float,
+        hf_token: str | None,
+        simulate_gpus: bool,
+        health_host: str,
+        bind_address: str,
+    ) -> None:
+        self._client = client
+        self._hf_cache_dir = hf_cache_dir
+        self._ready_timeout = ready_timeout
+        self._hf_token = hf_token
+        self._simulate_gpus = simulate_gpus
+        self._health_host = health_host
+        self._bind_address = bind_address
+
+    async def deploy(self, spec: DeploySpec, report: Reporter) -> None:
+        try:
+            await self._deploy(spec, report)
+        except DeployFailed as exc:
+            log.warning("deployment %s (%s) failed: %s", spec.name, spec.deployment_id, exc)
+            await report(
+                StatusUpdate(
+                    spec.deployment_id,
+                    ERROR,
+                    exc.message,
+                    port=spec.host_port,
+                    exit_code=exc.exit_code,
+                )
+            )
+        except LMStackError as exc:
+            log.warning("deployment %s (%s) failed: %s", spec.name, spec.deployment_id, exc)
+            await report(StatusUpdate(spec.deployment_id, ERROR, str(exc), port=spec.host_port))
+
+    async def _deploy(self, spec: DeploySpec, report: Reporter) -> None:
+        plan = plan_container(
+            spec,
+            hf_cache_dir=self._hf_cache_dir,
+            hf_token=self._hf_token,
+            simulate_gpus=self._simulate_gpus,
+        )
+        timeout = float(spec.config.startup_timeout or self._ready_timeout)
+        url = f"http://{self._health_host}:{plan.host_port}{plan.health_path}"
+        await report(StatusUpdate(spec.deployment_id, PENDING, port=spec.host_port))
+
+        existing = await self._client.call(find, self._client, spec.deployment_id)
+        adopted = (
+            existing is not None
+            and existing.status == "running"
+            and existing.labels.get(LABEL_SPEC_HASH) == plan.labels[LABEL_SPEC_HASH]
+        )
+        http_timeout = aiohttp.ClientTimeout(total=HEALTH_REQUEST_TIMEOUT)
+        async with aiohttp.ClientSession(timeout=http_timeout) as http:
+            if existing is not None and adopted:
+                container_id = str(existing.id)
+                log.info("deployment %s: container %.12s runs this spec", spec.name, container_id)
+                if not await _healthy(http, url):
+                    await report(self._update(spec, STARTING, container_id, "engine starting"))
+            else:
+                if existing is not None:
+                    # Another spec, or not running: replace it (restart policy is ours).
+                    log.info(
+                        "deployment %s: replacing container %.12s (%s)",
+                        spec.name,
+                        existing.id,
+                        existing.status,
+                    )
+                    await self._client.call(remove, existing)
+                await self._client.call(self._clear_name, plan)
+                await ensure_image(self._client, spec, plan.image, report)
+                container_id = await self._client.call(self._create_and_start, plan)
+                await report(self._update(spec, STARTING, container_id, "engine starting"))
+            try:
+                await self._wait_ready(http, container_id, url, timeout)
+                if plan.model_pull is not None:
+                    await report(
+                        self._update(spec, STARTING, container_id, f"pulling model {spec.model}")
+                    )
+                    await _pull_model(http, plan, self._health_host, timeout)
+            except Exception:
+                # A failed start leaves nothing behind; the report carries the reason.
+                await self._remove_quietly(container_id)
+                raise
+        log.info(
+            "deployment %s running in %.12s on port %d", spec.name, container_id, plan.host_port
+        )
+        await report(self._update(spec, RUNNING, container_id, ""))
+
+    @staticmethod
+    def _update(
+        spec: DeploySpec, status: DeploymentStatus, container_id: str, message: str
+    ) -> StatusUpdate:
+        return StatusUpdate(
+            spec.deployment_id, status, message, container_id=container_id, port=spec.host_port
+        )
+
+    def _clear_name(self, plan: ContainerPlan) -> None:
+        """Free the container name, or fail if someone else's container holds it."""
+        try:
+            holder = self._client.sdk().containers.get(plan.name)
+        except docker.errors.NotFound:
+            return
+        if holder.labels.get(LABEL_MANAGED) != "true":
+            raise DeployFailed(
+                f"a container named {plan.name} exists and is not managed by LMStack; "
+                "rename or remove it"
+            )
+        # Ours, of a deployment that no longer exists under this name (names are unique
+        # per controller): an orphan the controller would remove anyway.
+        log.warning("removing orphaned LMStack container %s (%.12s)", plan.name, holder.id)
+        remove(holder)
+
+    def _create_and_start(self, plan: ContainerPlan) -> str:
+        """Create and start the container; if start fails, remove it. Runs in a thread."""
+        device_requests = None
+        if plan.gpu_indices:
+            device_requests = [
+                DeviceRequest(
+                    driver="nvidia",
+                    device_ids=[str(i) for i in plan.gpu_indices],
+                    capabilities=[["gpu"]],
+                )
+            ]
+        container = self._client.sdk().containers.create(
+            image=plan.image,
+            command=plan.command,
+            entrypoint=plan.entrypoint,
+            name=plan.name,
+            labels=plan.labels,
+            environment=plan.env,
+            ports={f"{plan.engine_port}/tcp": (self._bind_address, plan.host_port)},
+            device_requests=device_requests,
+            # Engines share tensors between worker processes through /dev/shm.
+            ipc_mode="host",
+            volumes={str(plan.hf_cache_dir): {"bind": plan.hf_cache_target, "mode": "rw"}},
+            # No restart_policy: Docker's default "no" is wanted; restarts are the
+            # controller's decision, made with the error report in hand.
+        )
+        try:
+            container.start()
+        except docker.errors.APIError as exc:
+            remove(container)
+            raise DeployFailed(_start_failure(plan, explain(exc))) from exc
+        log.info("started container %s (%.12s) from %s", plan.name, container.id, plan.image)
+        return str(container.id)
+
+    async def _wait_ready(
+        self, http: aiohttp.ClientSession, container_id: str, url: str, ready_within: float
+    ) -> None:
+        """Poll ``url`` until it answers 200, the container exits, or ``ready_within`` s pass."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ready_within
+        while True:
+            state = await self._client.call(self._state, container_id)
+            if state is None:
+                raise DeployFailed("the engine container disappeared while starting")
+            status, exit_code, oom = state
+            if status in ("exited", "dead"):
+                tail = await self._client.call(self._tail_by_id, container_id)
+                why = " (killed: out of memory)" if oom else ""
+                raise DeployFailed(
+                    f"engine exited with code {exit_code}{why} before it was ready; "
+                    f"last log lines:\n{tail}",
+                    exit_code=exit_code,
+                )
+            if await _healthy(http, url):
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                tail = await self._client.call(self._tail_by_id, container_id)
+                raise DeployFailed(
+                    f"engine did not answer {url} within {ready_within:g}s; last log lines:\n{tail}"
+                )
+            await asyncio.sleep(min(HEALTH_POLL_INTERVAL, remaining))
+
+    def _state(self, container_id: str) -> tuple[str, int, bool] | None:
+        try:
+            container = self._client.sdk().containers.get(container_id)
+        except docker.errors.NotFound:
+            return None
+        state = container.attrs.get("State", {})
+        return (
+            str(state.get("Status", "")),
+            int(state.get("ExitCode", 0)),
+            bool(state.get("OOMKilled")),
+        )
+
+    def _tail_by_id(self, container_id: str) -> str:
+        try:
+            container = self._client.sdk().containers.get(container_id)
+        except docker.errors.NotFound:
+            return "(no logs: the container is gone)"
+        return tail(container, LOG_TAIL_LINES).rstrip("\n")
+
+    async def _remove_quietly(self, container_id: str) -> None:
+        def drop() -> None:
+            with contextlib.suppress(docker.errors.NotFound):
+                remove(self._client.sdk().containers.get(container_id))
+
+        try:
+            await self._client.call(drop)
+        except LMStackError as exc:
+            # Already failing; the reported error matters more than the cleanup's.
+            log.error("could not remove container %.12s: %s", container_id, exc)
+
+
+async def _pull_model(
+    http: aiohttp.ClientSession, plan: ContainerPlan, host: str, within: float
+) -> None:
+    """The backend's model pull (Ollama: ``POST /api/pull``), given ``within`` seconds:
+    downloads take long, so not the short health-check limit."""
+    assert plan.model_pull is not None
+    path, body = plan.model_pull
+    url = f"http://{host}:{plan.host_port}{path}"
+    try:
+        async with http.post(
+            url, json=body, timeout=aiohttp.ClientTimeout(total=within)
+        ) as response:
+            text = await response.text()
+    except TimeoutError:
+        raise DeployFailed(f"pulling the model did not finish within {within:g}s") from None
+    except aiohttp.ClientError as exc:
+        raise DeployFailed(f"pulling the model failed: {exc}") from exc
+    if response.status != 200 or '"error"' in text:
+        raise DeployFailed(f"pulling the model failed: HTTP {response.status}: {text[:500]}")
+
+
+async def _healthy(http: aiohttp.ClientSession, url: str) -> bool:
+    try:
+        async with http.get(url) as response:
+            return response.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        # Not listening yet, or the port proxy dropped the connection: not ready.
+        return False
+
+
+def _start_failure(plan: ContainerPlan, explanation: str) -> str:
+    text = explanation.lower()
+    if "address already in use" in text or "port is already allocated" in text:
+        return f"host port {plan.host_port} cannot be bound: it is already in use ({explanation})"
+    if plan.gpu_indices and ("device driver" in text or "nvidia" in text or "gpu" in text):
+        gpus = ",".join(str(i) for i in plan.gpu_indices)
+        return (
+            f"cannot give GPUs {gpus} to the container: is the NVIDIA container runtime "
+            f"installed? ({explanation})"
+        )
+    return f"starting the container failed: {explanation}"

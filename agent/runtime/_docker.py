@@ -1,0 +1,178 @@
+"""``DockerRuntime``: engine containers on the local Docker engine, through the Docker SDK.
+
+Guarantees:
+
+* Every blocking Docker call runs in a worker thread (``agent.runtime._client``); the
+  event loop never blocks on the engine.
+* Docker's errors are translated where they enter our code: an unreachable engine becomes
+  ``RuntimeUnavailable``, anything the engine refuses becomes ``ContainerError``.
+* ``deploy`` and ``stop`` never raise for a failed operation: they report ``error`` with a
+  message (exit code and last log lines when the engine exited). A failed ``deploy``
+  leaves no container behind (``agent.runtime._deploys``).
+* ``info`` never raises; it says why the engine is unavailable.
+* ``follow_logs`` reads Docker's log stream through the shared thread bridge
+  (``agent.runtime._bridge``): bounded read-ahead, and leaving the iterator closes the
+  stream's socket and ends the reader thread.
+
+The session must not run ``deploy`` and ``stop`` of one deployment concurrently (it cancels
+an in-flight deploy before stopping); different deployments may run in parallel.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+
+import docker.errors
+from docker.models.containers import Container
+
+from agent.runtime._bridge import iterate_in_thread
+from agent.runtime._client import EngineClient
+from agent.runtime._containers import container_state, find, managed, tail
+from agent.runtime._containers import remove as remove_container
+from agent.runtime._deploys import Deployer
+from agent.runtime._errors import translated
+from agent.types import (
+    ERROR,
+    STOPPED,
+    STOPPING,
+    ContainerState,
+    DeploySpec,
+    Reporter,
+    RuntimeInfo,
+    StatusUpdate,
+)
+from shared.errors import ContainerError, LMStackError
+
+log = logging.getLogger("lmstack.agent.runtime")
+
+# Log chunks read ahead of a slow follower before the reader thread waits.
+FOLLOW_QUEUE = 64
+
+
+class DockerRuntime:
+    """The real ``Runtime`` (see ``agent.types``)."""
+
+    def __init__(
+        self,
+        *,
+        docker_host: str = "",
+        hf_cache_dir: Path,
+        ready_timeout: float,
+        hf_token: str | None,
+        simulate_gpus: bool = False,
+        health_host: str = "127.0.0.1",
+        bind_address: str = "0.0.0.0",
+        stop_timeout: int = 30,
+        docker_timeout: int = 120,
+    ) -> None:
+        self._client = EngineClient(docker_host, docker_timeout)
+        self._stop_timeout = stop_timeout
+        self._deployer = Deployer(
+            self._client,
+            hf_cache_dir=hf_cache_dir,
+            ready_timeout=ready_timeout,
+            hf_token=hf_token,
+            simulate_gpus=simulate_gpus,
+            health_host=health_host,
+            # Engines are reached by the gateway on the advertise address: publish on
+            # all interfaces unless told otherwise.
+            bind_address=bind_address,
+        )
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    # -- queries -----------------------------------------------------------------------
+
+    async def info(self) -> RuntimeInfo:
+        def version() -> str:
+            return str(self._client.sdk().version().get("Version", ""))
+
+        try:
+            return RuntimeInfo(available=True, version=await self._client.call(version))
+        except Exception as exc:
+            # info() is how callers learn the engine is down: it reports, never raises.
+            log.warning("Docker engine unavailable: %s", exc)
+            return RuntimeInfo(available=False, error=str(exc))
+
+    async def list_containers(self) -> list[ContainerState]:
+        def listing() -> list[ContainerState]:
+            return [container_state(c) for c in managed(self._client)]
+
+        return await self._client.call(listing)
+
+    async def logs(self, deployment_id: str, lines: int) -> str:
+        """Raises ``ContainerError`` when the deployment has no container here."""
+        container = await self._container(deployment_id)
+        return await self._client.call(tail, container, lines if lines > 0 else None)
+
+    async def follow_logs(self, deployment_id: str, tail: int) -> AsyncIterator[str]:
+        """Docker's ``logs(follow=True)``, read through the thread bridge. Closing the
+        generator shuts the log stream's socket, which ends the reader thread."""
+        container = await self._container(deployment_id)
+        stream: Iterable[bytes] = await self._client.call(
+            container.logs, stdout=True, stderr=True, stream=True, follow=True, tail=tail
+        )
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        chunks = iterate_in_thread(lambda: stream, buffer=FOLLOW_QUEUE, close=_closer(stream))
+        with translated():
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    if text := decoder.decode(chunk):
+                        yield text
+
+    async def _container(self, deployment_id: str) -> Container:
+        container = await self._client.call(find, self._client, deployment_id)
+        if container is None:
+            raise ContainerError(f"no container for deployment {deployment_id}")
+        return container
+
+    # -- commands ----------------------------------------------------------------------
+
+    async def deploy(self, spec: DeploySpec, report: Reporter) -> None:
+        await self._deployer.deploy(spec, report)
+
+    async def stop(self, deployment_id: str, remove: bool, report: Reporter) -> None:
+        try:
+            container = await self._client.call(find, self._client, deployment_id)
+            if container is None:
+                await report(StatusUpdate(deployment_id, STOPPED, "no container"))
+                return
+            container_id = str(container.id)
+            await report(StatusUpdate(deployment_id, STOPPING, container_id=container_id))
+            exit_code = await self._client.call(self._stop_container, container, remove)
+        except LMStackError as exc:
+            log.warning("stopping deployment %s failed: %s", deployment_id, exc)
+            await report(StatusUpdate(deployment_id, ERROR, f"stopping failed: {exc}"))
+            return
+        log.info("deployment %s stopped (container %.12s)", deployment_id, container_id)
+        await report(
+            StatusUpdate(
+                deployment_id,
+                STOPPED,
+                "removed" if remove else "",
+                container_id=container_id,
+                exit_code=exit_code,
+            )
+        )
+
+    def _stop_container(self, container: Container, remove: bool) -> int | None:
+        """Stop, optionally remove; the exit code, ``None`` when already gone."""
+        try:
+            container.stop(timeout=self._stop_timeout)
+            container.reload()
+            exit_code = int(container.attrs.get("State", {}).get("ExitCode", 0))
+        except docker.errors.NotFound:
+            return None
+        if remove:
+            remove_container(container)
+        return exit_code
+
+
+def _closer(stream: object) -> Callable[[], None] | None:
+    close = getattr(stream, "close", None)
+    return close if callable(close) else None
