@@ -5,7 +5,9 @@ real database, once per backend (``database_url``): a SQLite file in a
 temporary data directory, and a fresh PostgreSQL database on the server named
 by ``LMSTACK_TEST_DATABASE_URL`` (``make test`` starts a throw-away one; without
 it the PostgreSQL cases are skipped). ``restart()`` stops the controller and
-starts a fresh one over the same directory and database.
+starts a fresh one over the same directory and database. Its fleet times
+liveness on a ``ManualClock`` (``tests.clock``): no worker expires unless the
+test advances ``Controller.clock``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import contextlib
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from sqlalchemy.pool import NullPool
 from controller import appkeys
 from controller.app import create_app
 from shared.settings import ControllerSettings
+from tests.clock import ManualClock
 
 ADMIN_PASSWORD = "admin-password-1"
 AGENT_TOKEN = "test-join-token"
@@ -96,6 +99,11 @@ class Controller:
     url: str = ""
     http: aiohttp.ClientSession | None = None
     admin_token: str = ""
+    # The fleet's liveness clock: it never expires a worker unless the test
+    # advances it (kept across restarts).
+    clock: ManualClock = field(default_factory=ManualClock)
+    # Called when a background loop dies (``create_app``'s ``on_loop_death``).
+    on_loop_death: Callable[[str], None] | None = None
 
     @property
     def grpc_target(self) -> str:
@@ -120,7 +128,7 @@ class Controller:
         return ControllerSettings(**values)
 
     async def start(self) -> None:
-        app = create_app(self.settings())
+        app = create_app(self.settings(), on_loop_death=self.on_loop_death, clock=self.clock)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
@@ -178,6 +186,14 @@ class Controller:
 
     async def admin(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
         return await self.call(method, path, token=self.admin_token, **kwargs)
+
+    async def create_deployment(self, **body: Any) -> dict[str, Any]:
+        """``POST /api/deployments`` as admin; a refusal fails with its status
+        and body (e.g. ``409 {'detail': ...}``), not later with a missing id."""
+        status, created = await self.admin("POST", "/api/deployments", json=body)
+        assert status == 201, f"create refused: {status} {created}"
+        assert isinstance(created, dict)
+        return created
 
 
 @pytest.fixture

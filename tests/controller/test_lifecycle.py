@@ -17,9 +17,11 @@ from controller.app import create_app
 from controller.bootstrap import ADMIN_PASSWORD_FILE
 from controller.main import parse_args
 from shared.settings import ControllerSettings
-from tests.conftest import Controller
+from tests.conftest import AGENT_TOKEN, Controller
+from tests.controller.rawagent import RawAgent, hello
 from tests.dockerutil import free_port
 from tests.scheduler.workers import raw_worker
+from tests.waiting import eventually
 
 
 async def test_data_and_login_tokens_survive_restart(controller: Controller) -> None:
@@ -125,3 +127,47 @@ async def test_process_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     output = (await proc.stdout.read()).decode()
     assert "initial_admin_password" in output
     assert "Traceback" not in output
+
+
+async def test_ctrl_c_with_an_agent_connected_stops_cleanly(tmp_path: Path) -> None:
+    """``make run``'s Ctrl-C: SIGINT while an agent's stream is open ends the
+    process with 0 and no traceback (grpc.aio's server once printed
+    ``RuntimeError: Event loop is closed`` from its finaliser after uvloop closed)."""
+    port, grpc_port = free_port(), free_port()
+    env = {**os.environ, "LMSTACK_BCRYPT_ROUNDS": "4", "LMSTACK_AGENT_TOKEN": AGENT_TOKEN}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "controller.main", "--port", str(port),
+        "--grpc-port", str(grpc_port), "--data-dir", str(tmp_path / "data"), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    agent: RawAgent | None = None
+    try:
+        await _until_healthy(port)
+        agent = RawAgent(f"127.0.0.1:{grpc_port}", AGENT_TOKEN)
+        agent.send(hello("ctrl-c"))
+        assert (await agent.read(10)).WhichOneof("payload") == "welcome"
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+    finally:
+        if agent is not None:
+            await agent.close()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.stdout is not None
+    output = (await proc.stdout.read()).decode()
+    assert "worker ctrl-c" in output  # the stream was live when the signal came
+    assert "Traceback" not in output and "Event loop is closed" not in output, output
+
+
+async def _until_healthy(port: int) -> None:
+    async with aiohttp.ClientSession() as http:
+
+        async def healthy() -> bool:
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/health") as resp:
+                    return resp.status == 200
+            except aiohttp.ClientConnectionError:
+                return False
+
+        await eventually(healthy, timeout=20, message="the controller did not start")
