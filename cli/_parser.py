@@ -6,6 +6,7 @@ import argparse
 from typing import TypeAlias
 
 from cli import _commands as cmd
+from shared.engines import BACKEND_NAMES, DEFAULT_BACKEND
 
 DESCRIPTION = "Manage an LMStack controller over its REST API."
 EPILOG = """\
@@ -101,7 +102,7 @@ def _deployments(groups: Subparsers, common: argparse.ArgumentParser) -> None:
     create = _leaf(subs, "create", cmd.deployments_create, common, "create a deployment")
     create.add_argument("name", metavar="NAME", help="lowercase, [a-z0-9][a-z0-9._-]*")
     create.add_argument("--model", "-m", required=True, help="e.g. Qwen/Qwen2.5-0.5B-Instruct")
-    create.add_argument("--backend", default="vllm", choices=["vllm", "sglang", "ollama"])
+    create.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKEND_NAMES)
     create.add_argument("--worker", metavar="WORKER", help="id or name (default: the scheduler)")
     create.add_argument(
         "--config",
