@@ -21,6 +21,7 @@ from controller.schemas import (
 )
 from controller.store import Deployment
 from controller.store.timeutil import iso_z
+from shared.status import DeploymentStatus
 
 
 def deployment_out(row: Deployment) -> DeploymentOut:
@@ -56,7 +57,9 @@ async def get_one(request: web.Request) -> web.Response:
 async def create(request: web.Request) -> web.Response:
     body = await parse_body(request, DeploymentCreate)
     row = await request.app[appkeys.DEPLOYMENTS].create(body)
-    return json_response(DeploymentCreated(id=row.id, name=row.name, status="pending"), 201)
+    return json_response(
+        DeploymentCreated(id=row.id, name=row.name, status=DeploymentStatus.PENDING), 201
+    )
 
 
 async def delete(request: web.Request) -> web.Response:

@@ -34,6 +34,7 @@ from controller.schemas import DeploymentCreate, DeploymentListQuery
 from controller.store import Database, Deployment, Worker, commit_or_conflict
 from controller.store.models import new_id
 from shared.errors import Conflict, NotFound, ServiceUnavailable
+from shared.status import WorkerStatus
 
 
 class DeploymentService:
@@ -118,7 +119,7 @@ class DeploymentService:
             worker = await session.get(Worker, spec.worker_id)
             if worker is None:
                 raise NotFound(f"Worker '{spec.worker_id}' not found")
-            if worker.status != "online" or not fleet.is_connected(worker.id):
+            if worker.status != WorkerStatus.ONLINE or not fleet.is_connected(worker.id):
                 raise ServiceUnavailable(f"Worker '{worker.name}' is offline")
             result = scheduler.place_on(spec.name, spec.backend, config, fleet.session(worker.id))
             if isinstance(result, Refusal):

@@ -43,6 +43,7 @@ from controller.store import Database, Deployment, Worker, uncancelled
 from controller.store.timeutil import utcnow
 from shared.errors import ServiceUnavailable
 from shared.proto.lmstack.v1 import agent_pb2
+from shared.status import WorkerStatus
 
 log = logging.getLogger("lmstack.fleet")
 
@@ -109,11 +110,11 @@ class Fleet:
         session.last_seen = self._clock()
         self._sessions[session.worker_id] = session
         self.changed()
-        self.events.publish(worker_event(session, "online"))
+        self.events.publish(worker_event(session, WorkerStatus.ONLINE))
         # Registration stored "online" already; written again now that the
         # session is live, because an earlier session's detach may have stored
         # "offline" in between (detach re-checks after its own write).
-        await uncancelled(self._set_status(session.worker_id, "online"))
+        await uncancelled(self._set_status(session.worker_id, WorkerStatus.ONLINE))
 
     async def _set_status(self, worker_id: str, status: str, **values: Any) -> None:
         async with self._db.session() as db:
@@ -128,12 +129,14 @@ class Fleet:
             return  # replaced by a newer session; the worker stays online
         del self._sessions[session.worker_id]
         self.changed()
-        self.events.publish(worker_event(session, "offline"))
-        offline = self._set_status(session.worker_id, "offline", **self._heartbeat_values(session))
+        self.events.publish(worker_event(session, WorkerStatus.OFFLINE))
+        offline = self._set_status(
+            session.worker_id, WorkerStatus.OFFLINE, **self._heartbeat_values(session)
+        )
         await uncancelled(offline)
         if self.is_connected(session.worker_id):
             # It reconnected while we were writing: it is online after all.
-            await uncancelled(self._set_status(session.worker_id, "online"))
+            await uncancelled(self._set_status(session.worker_id, WorkerStatus.ONLINE))
             return
         log.info("worker %s (%s) is offline", session.name, session.worker_id)
 
@@ -166,7 +169,7 @@ class Fleet:
 
     async def mark_all_offline(self) -> None:
         async with self._db.session() as db:
-            await db.execute(update(Worker).values(status="offline"))
+            await db.execute(update(Worker).values(status=WorkerStatus.OFFLINE))
             await db.commit()
 
     async def run(self) -> None:
@@ -220,7 +223,7 @@ class Fleet:
                 await db.execute(
                     update(Worker)
                     .where(Worker.id.in_([s.worker_id for s in sessions]))
-                    .values(status="offline")
+                    .values(status=WorkerStatus.OFFLINE)
                 )
                 await db.commit()
 

@@ -8,6 +8,7 @@ from typing import Any
 from controller.fleet.session import AgentSession
 from controller.store import Deployment
 from shared.proto.lmstack.v1 import agent_pb2
+from shared.status import WorkerStatus
 
 
 def deploy_message(row: Deployment) -> agent_pb2.ControllerMessage:
@@ -53,7 +54,7 @@ def worker_event(session: AgentSession, change: str) -> dict[str, Any]:
         "worker": {
             "id": session.worker_id,
             "name": session.name,
-            "status": "offline" if change == "offline" else "online",
+            "status": WorkerStatus.OFFLINE if change == "offline" else WorkerStatus.ONLINE,
             "gpu_info": session.gpu_info(),
             "last_heartbeat": last.strftime("%Y-%m-%dT%H:%M:%SZ") if last else None,
         },

@@ -35,6 +35,7 @@ from controller.store import Database, Deployment, Worker, uncancelled
 from controller.store.timeutil import utcnow
 from shared import PROTOCOL_VERSION, __version__
 from shared.proto.lmstack.v1 import agent_pb2, agent_pb2_grpc
+from shared.status import DeploymentStatus, WorkerStatus
 
 log = logging.getLogger("lmstack.fleet")
 
@@ -201,7 +202,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 gpus_simulated=hello.gpus_simulated,
                 last_heartbeat=utcnow(),
             )
-            row.status = "online"
+            row.status = WorkerStatus.ONLINE
             row.advertise_address = hello.advertise_address or _peer_host(peer)
             row.agent_version = hello.agent_version
             row.gpu_info = session.gpu_info()
@@ -271,7 +272,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         async with self._db.session() as db:
             row = await db.get(Deployment, status.deployment_id)
             if row is None or row.worker_id != session.worker_id:
-                if status.status not in ("stopping", "stopped"):
+                if status.status not in (DeploymentStatus.STOPPING, DeploymentStatus.STOPPED):
                     # Deleted while it was starting: make sure it goes away.
                     session.send(stop_message(status.deployment_id))
                 return

@@ -10,6 +10,7 @@ from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, St
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from controller.store.timeutil import UTCDateTime, utcnow
+from shared.status import DeploymentStatus, WorkerStatus
 
 
 def new_id() -> str:
@@ -66,7 +67,7 @@ class Worker(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(128), unique=True)
-    status: Mapped[str] = mapped_column(String(16), default="offline")
+    status: Mapped[str] = mapped_column(String(16), default=WorkerStatus.OFFLINE)
     advertise_address: Mapped[str] = mapped_column(String(255), default="")
     agent_version: Mapped[str] = mapped_column(String(32), default="")
     gpu_info: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -85,7 +86,7 @@ class Deployment(Base):
     name: Mapped[str] = mapped_column(String(63), unique=True)
     backend: Mapped[str] = mapped_column(String(16))
     model: Mapped[str] = mapped_column(String(512))
-    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=DeploymentStatus.PENDING, index=True)
     status_message: Mapped[str] = mapped_column(Text, default="")
     worker_id: Mapped[str | None] = mapped_column(
         ForeignKey("workers.id", ondelete="SET NULL"), index=True, default=None
