@@ -4,7 +4,7 @@ both validation and the OpenAPI document."""
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 from pydantic import (
     BaseModel,
@@ -12,22 +12,27 @@ from pydantic import (
     Field,
     PlainSerializer,
     StringConstraints,
-    ValidationInfo,
-    field_validator,
     model_validator,
 )
 
 from controller.store.timeutil import iso_z
+from shared import status
+from shared.engines import BackendName, EngineConfig
 
 Timestamp = Annotated[
     datetime, PlainSerializer(iso_z, return_type=str, when_used="json-unless-none")
 ]
-Backend = Literal["vllm", "sglang", "ollama"]
-DeploymentStatus = Literal[
-    "pending", "downloading", "starting", "running", "stopping", "stopped", "error"
-]
-WorkerStatus = Literal["online", "offline"]
-DEPLOYMENT_STATUSES: tuple[str, ...] = DeploymentStatus.__args__  # type: ignore[attr-defined]
+Backend: TypeAlias = BackendName
+# Status fields take the enums of ``shared.status``. To pydantic they are a Literal
+# of the members: the OpenAPI document lists the values inline (an Enum would add a
+# component) and strict bodies accept the plain strings.
+if TYPE_CHECKING:
+    DeploymentStatus: TypeAlias = status.DeploymentStatus
+    WorkerStatus: TypeAlias = status.WorkerStatus
+else:
+    DeploymentStatus = Literal[tuple(status.DeploymentStatus)]
+    WorkerStatus = Literal[tuple(status.WorkerStatus)]
+DEPLOYMENT_STATUSES: tuple[str, ...] = tuple(status.DeploymentStatus)
 
 # Deployment names become container names (``lmstack-<name>``) and model ids.
 DeploymentName = Annotated[
@@ -36,7 +41,6 @@ DeploymentName = Annotated[
 Username = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=72)]
-EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
 class Strict(BaseModel):
@@ -87,66 +91,10 @@ class HealthResponse(BaseModel):
 # ---------------------------------------------------------------- deployments
 
 
-class DeploymentConfig(Strict):
+class DeploymentConfig(EngineConfig):
     """Engine settings. Unknown keys are rejected by name."""
 
-    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
-    max_model_len: int | None = Field(default=None, gt=0)
-    tensor_parallel_size: int | None = Field(default=None, ge=1, le=64)
-    dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] | None = None
-    quantization: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,32}$")] | None = None
-    served_model_name: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
-    max_num_seqs: int | None = Field(default=None, ge=1)
-    trust_remote_code: bool | None = None
-    enforce_eager: bool | None = None
-    revision: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
-    image: Annotated[str, StringConstraints(pattern=r"^[^\s]{1,512}$")] | None = None
-    env: dict[EnvName, str] | None = None
-    extra_args: list[Annotated[str, StringConstraints(max_length=4096)]] | None = None
-    # Seconds the engine gets to answer its health check after the container starts.
-    startup_timeout: int | None = Field(default=None, ge=1, le=86400)
-    # Placement (declared after tensor_parallel_size: their validators read it).
-    gpu_count: int | None = Field(
-        default=None,
-        ge=0,
-        le=64,
-        description="GPUs to reserve; 0 runs CPU-only. Default: tensor_parallel_size "
-        "(vLLM, SGLang) or 1 (Ollama). A multiple of tensor_parallel_size.",
-    )
-    gpu_ids: list[Annotated[int, Field(ge=0, le=1023)]] | None = Field(
-        default=None,
-        min_length=1,
-        max_length=64,
-        description="Pin these GPU indices (unique; as many as gpu_count when both "
-        "are given; a multiple of tensor_parallel_size).",
-    )
-
-    @field_validator("gpu_count")
-    @classmethod
-    def _gpu_count_fits_tp(cls, value: int | None, info: ValidationInfo) -> int | None:
-        tp = info.data.get("tensor_parallel_size")
-        if value is None or not tp:
-            return value
-        if value == 0 and tp > 1:
-            raise ValueError(f"0 (CPU only) cannot run tensor_parallel_size {tp}")
-        if value % tp:
-            raise ValueError(f"must be a multiple of tensor_parallel_size ({tp})")
-        return value
-
-    @field_validator("gpu_ids")
-    @classmethod
-    def _gpu_ids_consistent(cls, value: list[int] | None, info: ValidationInfo) -> list[int] | None:
-        if value is None:
-            return value
-        if len(set(value)) != len(value):
-            raise ValueError("GPU indices must be unique")
-        count = info.data.get("gpu_count")
-        if count is not None and count != len(value):
-            raise ValueError(f"{len(value)} indices given but gpu_count is {count}")
-        tp = info.data.get("tensor_parallel_size")
-        if tp and len(value) % tp:
-            raise ValueError(f"{len(value)} GPUs is not a multiple of tensor_parallel_size ({tp})")
-        return value
+    # ``EngineConfig`` (shared with the agent) under the name the REST API documents.
 
 
 class DeploymentCreate(Strict):

@@ -19,6 +19,7 @@ from controller.gateway.state import GATEWAY, Gateway
 from controller.http import Endpoint
 from controller.schemas import OpenAIError, OpenAIRequest, OpenAIResponse
 from shared.errors import Unauthorized
+from shared.status import DeploymentStatus
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 # Where the sub-application is mounted; ``ENDPOINTS`` carry it in their paths.
@@ -71,7 +72,7 @@ async def _route_for(gateway: Gateway, identity: Identity, model: Any) -> Route:
             "model_not_found",
             f"The model '{model}' does not exist or you do not have access to it",
         )
-    if route.status != "running":
+    if route.status != DeploymentStatus.RUNNING:
         raise GatewayError(
             503, "model_not_ready", f"Deployment '{model}' is {route.status}, not running"
         )

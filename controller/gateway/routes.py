@@ -24,7 +24,8 @@ from sqlalchemy import select
 
 from controller.singleflight import SingleFlight
 from controller.store import Database, Deployment, Worker
-from shared.serving import served_model_name
+from shared.engines import EngineConfig, served_model_name
+from shared.status import DeploymentStatus
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class RouteTable:
             rows = await session.execute(
                 select(Deployment, Worker.advertise_address)
                 .join(Worker, Worker.id == Deployment.worker_id)
-                .where(Deployment.status == "running")
+                .where(Deployment.status == DeploymentStatus.RUNNING)
                 .order_by(Deployment.name)
             )
             return [_route(row[0], row[1]) for row in rows]
@@ -104,7 +105,9 @@ def _route(row: Deployment, address: str | None) -> Route:
     return Route(
         deployment_id=row.id,
         name=row.name,
-        served_model=served_model_name(row.backend, row.name, row.model, row.config or {}),
+        served_model=served_model_name(
+            row.backend, row.name, row.model, EngineConfig.from_mapping(row.config)
+        ),
         status=row.status,
         worker_id=row.worker_id,
         host=(address or "").strip("[]"),

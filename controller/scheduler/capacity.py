@@ -1,10 +1,10 @@
 """What one deployment asks of a worker, derived from its backend and config.
 
-The GPU count and per-GPU fraction come from ``shared.reservation`` (the rule
-the agent's backend adapters use too); this module adds what placement needs
-besides: the pinned indices and which config key decided the count, so a
-rejection can say "tensor_parallel_size 4 > 2 GPUs" rather than a bare number.
-Pure: no I/O, no state.
+The GPU count and per-GPU fraction come from the engine registry's reservation
+rule (``shared.engines``, which the agent's backend adapters use too); this
+module adds what placement needs besides: the pinned indices and which config
+key decided the count, so a rejection can say "tensor_parallel_size 4 > 2 GPUs"
+rather than a bare number. Pure: no I/O, no state.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shared.reservation import TENSOR_PARALLEL_BACKENDS, gpu_reservation
+from shared.engines import EngineConfig, engine
 
 # Reservations are floats (0.45 + 0.45 ...); this absorbs their rounding so
 # 0.1 taken ten times still fits one GPU.
@@ -51,23 +51,18 @@ class Demand:
         return f"needs {gpus} with {self.fraction:.2f} free{each}"
 
 
-def _count_source(backend: str, config: Mapping[str, Any]) -> str:
-    if config.get("gpu_ids"):
-        return "gpu_ids"
-    if config.get("gpu_count") is not None:
-        return "gpu_count"
-    if config.get("tensor_parallel_size") and backend in TENSOR_PARALLEL_BACKENDS:
-        return "tensor_parallel_size"
-    return "default"
+def demand_for(backend: str, config: EngineConfig | Mapping[str, Any]) -> Demand:
+    """The demand of a ``backend`` deployment with this validated config.
 
-
-def demand_for(backend: str, config: Mapping[str, Any]) -> Demand:
-    """The demand of a ``backend`` deployment with this validated config."""
-    reservation = gpu_reservation(backend, config)
-    ids = config.get("gpu_ids")
+    ``ConfigError`` for an unknown backend or an invalid config. A mapping is
+    typed first (for callers that still hold one)."""
+    if not isinstance(config, EngineConfig):
+        config = EngineConfig.from_mapping(config)
+    facts = engine(backend)
+    reservation = facts.reservation(config)
     return Demand(
         count=reservation.count,
         fraction=reservation.fraction,
-        pinned=tuple(int(i) for i in ids) if ids else None,
-        count_source=_count_source(backend, config),
+        pinned=tuple(config.gpu_ids) if config.gpu_ids else None,
+        count_source=facts.count_source(config),
     )

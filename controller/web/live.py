@@ -49,6 +49,7 @@ from controller.fleet.hub import LogFollow
 from controller.http import path_id
 from controller.store import Deployment, uncancelled
 from shared.errors import ServiceUnavailable, Unauthorized
+from shared.status import WorkerStatus
 
 log = logging.getLogger("lmstack.web")
 
@@ -320,4 +321,4 @@ def _concerns(event: Event, deployment_id: str) -> bool:
         return bool(event["deployment"]["id"] == deployment_id)
     if kind == "deployment_deleted":
         return bool(event["id"] == deployment_id)
-    return kind == "worker" and event["change"] in ("online", "offline")
+    return kind == "worker" and event["change"] in tuple(WorkerStatus)

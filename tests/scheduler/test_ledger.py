@@ -8,7 +8,7 @@ import pytest
 
 from agent.backends import get_backend
 from controller.scheduler import Allocation, Ledger, LedgerConflict, demand_for
-from shared.reservation import GpuReservation, gpu_reservation
+from shared.engines import EngineConfig, GpuReservation, reservation
 
 
 def test_add_and_remove_keep_the_books_exact() -> None:
@@ -69,9 +69,10 @@ def test_double_booking_is_refused_and_books_nothing() -> None:
 def test_controller_and_agent_apply_one_rule(
     backend: str, config: dict[str, Any], expected: GpuReservation
 ) -> None:
-    assert gpu_reservation(backend, config) == expected
-    assert get_backend(backend).gpu_reservation(config) == expected
-    demand = demand_for(backend, config)
+    typed = EngineConfig.from_mapping(config)
+    assert reservation(backend, typed) == expected
+    assert get_backend(backend).gpu_reservation(typed) == expected
+    demand = demand_for(backend, typed)
     assert (demand.count, demand.fraction) == (expected.count, expected.fraction)
     assert demand.cpu_only == expected.cpu_only
 

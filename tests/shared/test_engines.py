@@ -56,7 +56,9 @@ def test_unknown_keys_are_dropped_and_bad_values_refused() -> None:
 
 
 def test_statuses_are_their_strings() -> None:
-    assert DeploymentStatus.RUNNING == "running"
+    # A member is its value: equal to the bare string (what the database holds).
+    running: str = DeploymentStatus.RUNNING
+    assert running == "running" and DeploymentStatus("running") is DeploymentStatus.RUNNING
     assert json.dumps({"status": DeploymentStatus.ERROR}) == '{"status": "error"}'
     assert [str(s) for s in WorkerStatus] == ["online", "offline"]
     assert DEPLOYMENT_STATUSES == (
