@@ -30,7 +30,9 @@ calls ``on_loop_death`` (``controller.background``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
@@ -44,7 +46,7 @@ from controller.background import Background
 from controller.bootstrap import agent_token, ensure_admin, prepare_data_dir
 from controller.deployments import DeploymentService
 from controller.fleet import serving_agents
-from controller.gateway import GATEWAY, create_gateway_app
+from controller.gateway import GATEWAY, PREFIX, create_gateway_app
 from controller.gateway.lifecycle import serving_gateway
 from controller.gateway.usage import recording_usage
 from controller.http import Endpoint, Handler, error_middleware
@@ -98,7 +100,7 @@ async def _auth(settings: ControllerSettings, db: Database) -> AsyncIterator[Aut
         yield auth
 
 
-async def _running(app: web.Application) -> AsyncIterator[None]:
+async def _running(app: web.Application, clock: Callable[[], float]) -> AsyncIterator[None]:
     """The one cleanup context: every subsystem, in the order stated above."""
     settings, metrics = app[appkeys.SETTINGS], app[appkeys.METRICS]
     async with contextlib.AsyncExitStack() as stack:
@@ -107,7 +109,9 @@ async def _running(app: web.Application) -> AsyncIterator[None]:
         auth = app[appkeys.AUTH] = await enter(_auth(settings, db))
         scheduler = app[appkeys.SCHEDULER] = await build_scheduler(settings, db)
         serving = await enter(
-            serving_agents(settings, db, metrics, app[appkeys.BACKGROUND], agent_token(settings))
+            serving_agents(
+                settings, db, metrics, app[appkeys.BACKGROUND], agent_token(settings), clock=clock
+            )
         )
         fleet = app[appkeys.FLEET] = serving.fleet
         app[appkeys.GRPC_PORT] = serving.grpc_port
@@ -120,10 +124,14 @@ async def _running(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(
-    settings: ControllerSettings, on_loop_death: Callable[[str], None] | None = None
+    settings: ControllerSettings,
+    on_loop_death: Callable[[str], None] | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
 ) -> web.Application:
     """The controller. ``on_loop_death`` is called (once per death) when a
-    background loop dies; ``lmstack-controller`` stops the process then."""
+    background loop dies; ``lmstack-controller`` stops the process then. ``clock``
+    times the fleet's liveness (tests pass one that moves only when they say)."""
     metrics = Metrics()
     app = web.Application(
         middlewares=[http_middleware(metrics), error_middleware], client_max_size=MAX_BODY_BYTES
@@ -136,7 +144,7 @@ def create_app(
     app[appkeys.OPENAPI] = json.dumps(doc).encode()
     for endpoint in endpoints:
         app.router.add_route(endpoint.method, endpoint.path, guarded(endpoint))
-    app.add_subapp("/v1", create_gateway_app())
+    app.add_subapp(PREFIX, create_gateway_app())
     setup_web(app)
-    app.cleanup_ctx.append(_running)
+    app.cleanup_ctx.append(functools.partial(_running, clock=clock))
     return app
