@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.scheduler import Placement, PortRange, Scheduler, explain
+from shared.engines import EngineConfig
 
 TARGET_P99_MS = 5.0
 
@@ -68,7 +69,8 @@ def fill(scheduler: Scheduler, sessions: list[FakeSession], count: int, rng: ran
         config: dict[str, Any] = {"gpu_memory_utilization": rng.choice([0.2, 0.3, 0.45])}
         if rng.random() < 0.2:
             config["tensor_parallel_size"] = 2
-        result = scheduler.place_anywhere(f"seed-{i}", "vllm", config, sessions)
+        typed = EngineConfig.from_mapping(config)
+        result = scheduler.place_anywhere(f"seed-{i}", "vllm", typed, sessions)
         if isinstance(result, Placement):
             scheduler.book(f"seed-{i}", result)
             placed += 1
@@ -80,7 +82,7 @@ def time_decisions(
 ) -> dict[str, list[float]]:
     labels = [label for label, _, _ in REQUESTS]
     weights = [weight for _, weight, _ in REQUESTS]
-    configs = {label: config for label, _, config in REQUESTS}
+    configs = {label: EngineConfig.from_mapping(config) for label, _, config in REQUESTS}
     samples: dict[str, list[float]] = {label: [] for label in labels}
     clock: Callable[[], float] = time.perf_counter
     for i in range(decisions):

@@ -82,18 +82,17 @@ class DeploymentService:
 
     async def create(self, spec: DeploymentCreate) -> Deployment:
         """Place, store and book the deployment, then command its agent."""
-        config = spec.config.model_dump(exclude_none=True)
         taken = f"A deployment named '{spec.name}' already exists"
         async with self._placement_lock, self._db.session() as session:
             if await session.scalar(select(Deployment.id).where(Deployment.name == spec.name)):
                 raise Conflict(taken)
-            placement = await self._place(session, spec, config)
+            placement = await self._place(session, spec)
             row = Deployment(
                 id=new_id(),
                 name=spec.name,
                 backend=spec.backend,
                 model=spec.model,
-                config=config,
+                config=spec.config.to_mapping(),
                 worker_id=placement.worker_id,
                 gpu_indices=list(placement.gpu_indices),
                 port=placement.port,
@@ -109,9 +108,7 @@ class DeploymentService:
         await self._fleet.deploy(row)
         return row
 
-    async def _place(
-        self, session: AsyncSession, spec: DeploymentCreate, config: dict[str, object]
-    ) -> Placement:
+    async def _place(self, session: AsyncSession, spec: DeploymentCreate) -> Placement:
         """Where the new deployment goes: 404/503 for a named worker that is
         missing or offline, 409 naming every worker considered when nothing fits."""
         fleet, scheduler = self._fleet, self._scheduler
@@ -121,11 +118,15 @@ class DeploymentService:
                 raise NotFound(f"Worker '{spec.worker_id}' not found")
             if worker.status != WorkerStatus.ONLINE or not fleet.is_connected(worker.id):
                 raise ServiceUnavailable(f"Worker '{worker.name}' is offline")
-            result = scheduler.place_on(spec.name, spec.backend, config, fleet.session(worker.id))
+            result = scheduler.place_on(
+                spec.name, spec.backend, spec.config, fleet.session(worker.id)
+            )
             if isinstance(result, Refusal):
                 raise explain(result)
             return result
-        result = scheduler.place_anywhere(spec.name, spec.backend, config, fleet.live_sessions())
+        result = scheduler.place_anywhere(
+            spec.name, spec.backend, spec.config, fleet.live_sessions()
+        )
         if isinstance(result, Refusal):
             # Only a refusal reads the store, to name the workers that are away.
             online = {worker.id for worker in result.rejected}

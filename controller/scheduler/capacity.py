@@ -10,9 +10,7 @@ rather than a bare number. Pure: no I/O, no state.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from shared.engines import EngineConfig, engine
 
@@ -51,13 +49,9 @@ class Demand:
         return f"needs {gpus} with {self.fraction:.2f} free{each}"
 
 
-def demand_for(backend: str, config: EngineConfig | Mapping[str, Any]) -> Demand:
-    """The demand of a ``backend`` deployment with this validated config.
-
-    ``ConfigError`` for an unknown backend or an invalid config. A mapping is
-    typed first (for callers that still hold one)."""
-    if not isinstance(config, EngineConfig):
-        config = EngineConfig.from_mapping(config)
+def demand_for(backend: str, config: EngineConfig) -> Demand:
+    """The demand of a ``backend`` deployment with this validated config
+    (``ConfigError`` for an unknown backend)."""
     facts = engine(backend)
     reservation = facts.reservation(config)
     return Demand(

@@ -9,7 +9,7 @@ Guarantees:
 * Deleting a deployment releases its GPU fractions and host port.
 * After a restart the ledger is rebuilt from the store (``load``) before the
   API serves: every deployment assigned to a worker holds its stored
-  ``gpu_indices`` (at the fraction ``shared.reservation`` gives for its backend
+  ``gpu_indices`` (at the fraction ``shared.engines.reservation`` gives for its backend
   and config) and its port, whatever its status, until it is deleted.
 
 Speed: a decision never reads the store. Workers are kept sorted by their rank
@@ -49,8 +49,8 @@ from controller.scheduler.placement import (
     place,
 )
 from controller.store import Database, Deployment
+from shared.engines import EngineConfig, reservation
 from shared.errors import ConfigError
-from shared.reservation import gpu_reservation
 from shared.settings import ControllerSettings
 
 log = logging.getLogger("lmstack.scheduler")
@@ -129,7 +129,7 @@ class Scheduler:
         port: int | None,
     ) -> None:
         try:
-            fraction = gpu_reservation(backend, config or {}).fraction
+            fraction = reservation(backend, EngineConfig.from_mapping(config)).fraction
         except ConfigError:
             fraction = 1.0  # an engine we no longer know: assume it holds whole GPUs
         indices = tuple(int(i) for i in gpu_indices or ())
@@ -189,7 +189,7 @@ class Scheduler:
         return candidates
 
     def place_anywhere(
-        self, name: str, backend: str, config: Mapping[str, Any], online: Iterable[LiveWorker]
+        self, name: str, backend: str, config: EngineConfig, online: Iterable[LiveWorker]
     ) -> Placement | Refusal:
         """The best of the ``online`` workers under the policy. The caller books
         the placement (or explains the refusal) under the placement lock."""
@@ -235,7 +235,7 @@ class Scheduler:
                 yield candidates[key[-1]]
 
     def place_on(
-        self, name: str, backend: str, config: Mapping[str, Any], worker: LiveWorker
+        self, name: str, backend: str, config: EngineConfig, worker: LiveWorker
     ) -> Placement | Refusal:
         """GPUs and a port on the worker the user named."""
         request = PlacementRequest(name, demand_for(backend, config), explicit_worker=True)

@@ -78,8 +78,16 @@ def test_controller_and_agent_apply_one_rule(
 
 
 def test_demand_remembers_what_set_the_count() -> None:
-    assert demand_for("vllm", {"tensor_parallel_size": 2}).count_source == "tensor_parallel_size"
-    assert demand_for("vllm", {"gpu_count": 4}).count_source == "gpu_count"
-    assert demand_for("vllm", {"gpu_ids": [2]}).pinned == (2,)
-    assert demand_for("ollama", {"tensor_parallel_size": 2}).count_source == "default"
-    assert demand_for("vllm", {"gpu_count": 0}).describe() == "CPU only"
+    assert (
+        demand_for("vllm", EngineConfig.from_mapping({"tensor_parallel_size": 2})).count_source
+        == "tensor_parallel_size"
+    )
+    assert (
+        demand_for("vllm", EngineConfig.from_mapping({"gpu_count": 4})).count_source == "gpu_count"
+    )
+    assert demand_for("vllm", EngineConfig.from_mapping({"gpu_ids": [2]})).pinned == (2,)
+    assert (
+        demand_for("ollama", EngineConfig.from_mapping({"tensor_parallel_size": 2})).count_source
+        == "default"
+    )
+    assert demand_for("vllm", EngineConfig.from_mapping({"gpu_count": 0})).describe() == "CPU only"

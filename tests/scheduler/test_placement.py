@@ -21,6 +21,7 @@ from controller.scheduler import (
     explain,
     place,
 )
+from shared.engines import EngineConfig
 
 PORTS = PortRange(40000, 40009)
 
@@ -30,7 +31,7 @@ def worker(name: str, gpus: int) -> WorkerCandidate:
 
 
 def request(name: str = "llama", backend: str = "vllm", **config: Any) -> PlacementRequest:
-    return PlacementRequest(name, demand_for(backend, config))
+    return PlacementRequest(name, demand_for(backend, EngineConfig.from_mapping(config)))
 
 
 def reserve(ledger: Ledger, who: WorkerCandidate, gpus: tuple[int, ...], fraction: float) -> None:
@@ -230,7 +231,7 @@ def test_gpu_deployment_skips_gpu_less_workers_unless_named() -> None:
     cpu = worker("cpu", 0)
     reasons = refused(decide(request(), [cpu]))
     assert reasons == {"cpu": "no GPUs (set config.gpu_count to 0 to run CPU-only)"}
-    named = PlacementRequest("llama", demand_for("vllm", {}), explicit_worker=True)
+    named = PlacementRequest("llama", demand_for("vllm", EngineConfig()), explicit_worker=True)
     result = placed(decide(named, [cpu]))
     assert result.gpu_indices == () and result.fraction == 0.0
     # CPU-only work prefers the GPU-less worker under binpack.

@@ -19,6 +19,7 @@ from controller.scheduler import (
     demand_for,
     place,
 )
+from shared.engines import EngineConfig
 from shared.errors import ConfigError
 
 
@@ -38,7 +39,11 @@ def sessions(rng: random.Random, count: int) -> list[Session]:
     return made
 
 
-def random_config(rng: random.Random) -> dict[str, Any]:
+def random_config(rng: random.Random) -> EngineConfig:
+    return EngineConfig.from_mapping(_random_mapping(rng))
+
+
+def _random_mapping(rng: random.Random) -> dict[str, Any]:
     roll = rng.random()
     if roll < 0.05:
         return {"gpu_count": 0}

@@ -4,9 +4,7 @@ and never report a status, so nothing but the test changes the store."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -15,9 +13,9 @@ from sqlalchemy import select
 from controller import appkeys
 from controller.store import Worker as WorkerRow
 from shared.proto.lmstack.v1 import agent_pb2
-from tests.agent.controller_stub import wait_until
 from tests.conftest import AGENT_TOKEN, Controller
 from tests.controller.rawagent import RawAgent, hello
+from tests.waiting import DEFAULT_TIMEOUT, eventually
 
 GIB = 1024**3
 
@@ -58,7 +56,7 @@ async def raw_worker(
         welcome = await agent.read()
         worker_id = welcome.welcome.worker_id
         fleet = ctl.app[appkeys.FLEET]
-        await wait_until(lambda: fleet.is_connected(worker_id))
+        await eventually(lambda: fleet.is_connected(worker_id))
         yield Worker(worker_id, name, agent)
     finally:
         await agent.close()
@@ -66,15 +64,17 @@ async def raw_worker(
             await _wait_offline(ctl, worker_id)
 
 
-async def _wait_offline(ctl: Controller, worker_id: str, timeout: float = 5.0) -> None:
+async def _wait_offline(ctl: Controller, worker_id: str, timeout: float = DEFAULT_TIMEOUT) -> None:
     """Until the controller has recorded the disconnect, so that no database write
     of it is still running when a test stops the controller."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    async def stored_status() -> str | None:
         async with ctl.app[appkeys.DATABASE].session() as session:
-            if await session.scalar(select(WorkerRow.status).where(WorkerRow.id == worker_id)) == (
-                "offline"
-            ):
-                return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"worker {worker_id} was not recorded offline within {timeout}s")
+            return await session.scalar(select(WorkerRow.status).where(WorkerRow.id == worker_id))
+
+    await eventually(
+        stored_status,
+        lambda status: status == "offline",
+        timeout=timeout,
+        message=f"worker {worker_id} was not recorded offline",
+    )
