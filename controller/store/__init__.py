@@ -1,7 +1,16 @@
 """Persistence: SQLAlchemy 2 typed async ORM over SQLite (default) or PostgreSQL."""
 
 from controller.store.db import Database, commit_or_conflict, flushing, uncancelled
-from controller.store.models import ApiKey, Base, Deployment, LoginToken, Usage, User, Worker
+from controller.store.models import (
+    ApiKey,
+    Base,
+    Deployment,
+    LoginToken,
+    Usage,
+    UsageCheckpoint,
+    User,
+    Worker,
+)
 
 __all__ = [
     "ApiKey",
@@ -10,6 +19,7 @@ __all__ = [
     "Deployment",
     "LoginToken",
     "Usage",
+    "UsageCheckpoint",
     "User",
     "Worker",
     "commit_or_conflict",

@@ -123,3 +123,18 @@ class Usage(Base):
     requests: Mapped[int] = mapped_column(BigInteger, default=0)
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class UsageCheckpoint(Base):
+    """The newest usage-journal segment a controller has added to ``usage``.
+
+    One row per controller (its journal's random id): the segment counts and
+    this row change in one transaction, so a segment at or below ``segment``
+    is never added again (``controller.gateway.journal``).
+    """
+
+    __tablename__ = "usage_checkpoints"
+
+    controller_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    segment: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
