@@ -11,14 +11,15 @@ when empty, so series do not vanish.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from controller.schemas import DEPLOYMENT_STATUSES, Backend, WorkerStatus
 from controller.store import Deployment, Worker
+from shared.engines import BACKEND_NAMES
+from shared.status import DeploymentStatus, WorkerStatus
 
 if TYPE_CHECKING:
     from controller.store import Database
@@ -91,7 +92,7 @@ class StateCollector(Collector):
 
     def _worker_gauge(self) -> GaugeMetricFamily:
         gauge = GaugeMetricFamily("lmstack_workers", "Workers by status", labels=["status"])
-        counts = dict.fromkeys(get_args(WorkerStatus), 0) | self._workers
+        counts = dict.fromkeys(map(str, WorkerStatus), 0) | self._workers
         for status, count in sorted(counts.items()):
             gauge.add_metric([status], count)
         return gauge
@@ -100,7 +101,7 @@ class StateCollector(Collector):
         gauge = GaugeMetricFamily(
             "lmstack_deployments", "Deployments by status and backend", labels=["status", "backend"]
         )
-        known = {(s, b): 0 for s in DEPLOYMENT_STATUSES for b in get_args(Backend)}
+        known = {(str(s), b): 0 for s in DeploymentStatus for b in BACKEND_NAMES}
         for (status, backend), count in sorted((known | self._deployments).items()):
             gauge.add_metric([status, backend], count)
         return gauge

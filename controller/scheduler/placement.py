@@ -47,6 +47,7 @@ from typing import Any, Protocol
 from controller.scheduler.capacity import EPSILON, Demand
 from controller.scheduler.ledger import Ledger, WorkerBook
 from shared.errors import Conflict
+from shared.status import WorkerStatus
 
 # At most this many workers are named in a refusal; the rest are counted.
 MAX_EXPLAINED = 25
@@ -308,7 +309,10 @@ def explain(refusal: Refusal, offline: Sequence[str] = ()) -> Unplaceable:
         return Unplaceable(f"No worker can place {what}: no worker is registered", [])
     named = heapq.nsmallest(
         MAX_EXPLAINED,
-        [*refusal.rejections(MAX_EXPLAINED), *(Rejection(name, "offline") for name in offline)],
+        [
+            *refusal.rejections(MAX_EXPLAINED),
+            *(Rejection(name, WorkerStatus.OFFLINE) for name in offline),
+        ],
         key=operator.attrgetter("worker_name"),
     )
     if request.explicit_worker and total == 1:
