@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -19,6 +18,7 @@ import grpc.aio
 
 from agent.gpu import GpuDevice, GpuStats
 from shared.proto.lmstack.v1 import agent_pb2, agent_pb2_grpc
+from tests.waiting import eventually
 
 TOKEN = "join-secret"
 WORKER_ID = "worker-1"
@@ -27,12 +27,9 @@ _Context = grpc.aio.ServicerContext[agent_pb2.AgentMessage, agent_pb2.Controller
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll ``predicate`` until it holds; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.005)
+    """Poll ``predicate`` until it holds; fail the test after ``timeout``
+    (``tests.waiting.eventually``, polled as often as these tests always were)."""
+    await eventually(predicate, timeout=timeout, interval=0.005)
 
 
 @dataclass
@@ -58,11 +55,15 @@ class StubController(agent_pb2_grpc.AgentServiceServicer):
         metadata = dict(context.invocation_metadata() or ())
         authorization = str(metadata.get("authorization", ""))
         self.authorizations.append(authorization)
+        # A refusal is sent only once Hello has been read. Ended earlier, the call can
+        # finish while the agent's Hello is still being written; grpc.aio then fails
+        # that write and reports INTERNAL ("Internal error from Core") instead of the
+        # refusal, and the agent rightly retries what looks like a lost connection.
+        first = await anext(request_iterator)
         if authorization != f"Bearer {self.token}":
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid join token")
         if self.refuse_protocol:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, self.refuse_protocol)
-        first = await anext(request_iterator)
         assert first.WhichOneof("payload") == "hello", first
         self.hellos.append(first.hello)
         yield agent_pb2.ControllerMessage(
