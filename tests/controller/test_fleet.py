@@ -3,7 +3,6 @@ an in-memory runtime) join, report, take commands and come and go."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +12,13 @@ import pytest
 
 from agent.session import AuthenticationFailed
 from controller import appkeys
+from controller.fleet.hub import MISSED_HEARTBEATS
 from shared import PROTOCOL_VERSION
 from tests.conftest import AGENT_TOKEN, Controller
 from tests.controller.rawagent import RawAgent, hello
-from tests.fleetutil import run_agent, wait_until, worker_view
+from tests.fleetutil import run_agent, worker_view
 from tests.runtime.memory_runtime import MemoryRuntime
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -34,19 +35,17 @@ async def fast_controller(tmp_path: Path, database_url: str) -> Any:
 
 async def deployment(ctl: Controller, deployment_id: str) -> dict[str, Any]:
     status, body = await ctl.admin("GET", f"/api/deployments/{deployment_id}")
-    assert status == 200
+    assert status == 200, body
     assert isinstance(body, dict)
     return body
 
 
 async def wait_status(ctl: Controller, deployment_id: str, wanted: str) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for _ in range(400):
-        seen = await deployment(ctl, deployment_id)
-        if seen["status"] == wanted:
-            return seen
-        await asyncio.sleep(0.025)
-    raise AssertionError(f"deployment stayed {seen.get('status')}, wanted {wanted}")
+    return await eventually(
+        lambda: deployment(ctl, deployment_id),
+        lambda seen: seen["status"] == wanted,
+        message=lambda seen: f"deployment stayed {seen['status']}, wanted {wanted}",
+    )
 
 
 async def test_agent_joins_and_reports_gpus(fast_controller: Controller, tmp_path: Path) -> None:
@@ -63,13 +62,15 @@ async def test_agent_joins_and_reports_gpus(fast_controller: Controller, tmp_pat
         # Heartbeat statistics reach the store within a few intervals (written by
         # the fleet's loop: a flush of ours may return while its write is in flight).
         fleet = ctl.app[appkeys.FLEET]
-        await wait_until(lambda: fleet.session(agent.worker_id).gpu_stats != {})
-        for _ in range(100):
+        await eventually(lambda: fleet.session(agent.worker_id).gpu_stats != {})
+
+        async def flushed() -> dict[str, Any]:
             await fleet.flush()
-            worker = await worker_view(ctl, agent.worker_id)
-            if worker["gpu_info"]["devices"][0]["utilization"] is not None:
-                break
-            await asyncio.sleep(0.02)
+            return await worker_view(ctl, agent.worker_id)
+
+        worker = await eventually(
+            flushed, lambda seen: seen["gpu_info"]["devices"][0]["utilization"] is not None
+        )
         assert worker["gpu_info"]["devices"][0]["utilization"] == 42
         assert worker["gpu_info"]["devices"][0]["memory_used"] == 10 * 1024
         assert worker["gpu_info"]["devices"][0]["temperature"] == 61
@@ -77,11 +78,11 @@ async def test_agent_joins_and_reports_gpus(fast_controller: Controller, tmp_pat
 
 
 async def wait_status_of_worker(ctl: Controller, worker_id: str, wanted: str) -> None:
-    for _ in range(200):
-        if (await worker_view(ctl, worker_id))["status"] == wanted:
-            return
-        await asyncio.sleep(0.025)
-    raise AssertionError(f"worker never became {wanted}")
+    await eventually(
+        lambda: worker_view(ctl, worker_id),
+        lambda seen: seen["status"] == wanted,
+        message=f"worker never became {wanted}",
+    )
 
 
 async def test_deployment_lifecycle_over_the_stream(
@@ -101,15 +102,14 @@ async def test_deployment_lifecycle_over_the_stream(
                 "extra_args": ["--x"],
             },
         }
-        status, created = await ctl.admin("POST", "/api/deployments", json=body)
-        assert status == 201
+        created = await ctl.create_deployment(**body)
         running = await wait_status(ctl, created["id"], "running")
         assert running["container_id"] and running["port"] == 40000
         assert running["gpu_indices"] == [0, 1]
         spec = runtime.specs[created["id"]]
         assert spec.name == "llama" and spec.host_port == 40000
         assert spec.gpu_indices == (0, 1) and spec.env == {"A": "1"}
-        assert spec.config["extra_args"] == ["--x"]
+        assert spec.config.extra_args == ["--x"]
 
         status, logs = await ctl.admin("GET", f"/api/deployments/{created['id']}/logs")
         assert status == 200 and "serving meta-llama/Llama-2-7b-chat-hf" in logs["logs"]
@@ -126,14 +126,14 @@ async def test_deployment_lifecycle_over_the_stream(
             "worker_id": agent.worker_id,
             "config": {"gpu_memory_utilization": 0.5},
         }
-        _, created2 = await ctl.admin("POST", "/api/deployments", json=body2)
+        created2 = await ctl.create_deployment(**body2)
         small = await wait_status(ctl, created2["id"], "running")
         assert small["port"] == 40001 and small["gpu_indices"] == [0]
         assert runtime.specs[created2["id"]].gpu_indices == (0,)
 
         status, _ = await ctl.admin("DELETE", f"/api/deployments/{created['id']}")
         assert status == 204
-        await wait_until(lambda: ("stopped", created["id"]) in runtime.events)
+        await eventually(lambda: ("stopped", created["id"]) in runtime.events)
         assert created["id"] not in {c.deployment_id for c in await runtime.list_containers()}
 
 
@@ -143,8 +143,7 @@ async def test_engine_exit_is_reported_as_error(
     ctl = fast_controller
     runtime = MemoryRuntime()
     async with run_agent(ctl, runtime, tmp_path / "agent") as agent:
-        body = {"name": "crashy", "model": "m", "worker_id": agent.worker_id}
-        _, created = await ctl.admin("POST", "/api/deployments", json=body)
+        created = await ctl.create_deployment(name="crashy", model="m", worker_id=agent.worker_id)
         await wait_status(ctl, created["id"], "running")
         runtime.exit_container(created["id"], 3, "CUDA out of memory")
         failed = await wait_status(ctl, created["id"], "error")
@@ -155,13 +154,9 @@ async def test_engine_exit_is_reported_as_error(
 async def test_offline_worker_answers_503(fast_controller: Controller, tmp_path: Path) -> None:
     ctl = fast_controller
     async with run_agent(ctl, MemoryRuntime(), tmp_path / "agent") as agent:
-        _, created = await ctl.admin(
-            "POST",
-            "/api/deployments",
-            json={"name": "a", "model": "m", "worker_id": agent.worker_id},
-        )
+        created = await ctl.create_deployment(name="a", model="m", worker_id=agent.worker_id)
         await wait_status(ctl, created["id"], "running")
-    await wait_until(lambda: not ctl.app[appkeys.FLEET].is_connected(agent.worker_id))
+    await eventually(lambda: not ctl.app[appkeys.FLEET].is_connected(agent.worker_id))
     status, body = await ctl.admin(
         "POST", "/api/deployments", json={"name": "b", "model": "m", "worker_id": agent.worker_id}
     )
@@ -184,22 +179,18 @@ async def test_reconnect_keeps_identity_and_reconciles(
         worker_id = agent.worker_id
         ids = []
         for name in ("keep", "drop"):
-            _, created = await ctl.admin(
-                "POST",
-                "/api/deployments",
-                json={"name": name, "model": "m", "worker_id": worker_id},
-            )
+            created = await ctl.create_deployment(name=name, model="m", worker_id=worker_id)
             await wait_status(ctl, created["id"], "running")
             ids.append(created["id"])
     keep, drop = ids
     kept_container = {c.deployment_id: c for c in await runtime.list_containers()}[keep]
-    await wait_until(lambda: not ctl.app[appkeys.FLEET].is_connected(worker_id))
+    await eventually(lambda: not ctl.app[appkeys.FLEET].is_connected(worker_id))
     status, _ = await ctl.admin("DELETE", f"/api/deployments/{drop}")
     assert status == 204
 
     async with run_agent(ctl, runtime, state) as agent:
         assert agent.worker_id == worker_id
-        await wait_until(lambda: ("stopped", drop) in runtime.events)
+        await eventually(lambda: ("stopped", drop) in runtime.events)
         containers = {c.deployment_id: c for c in await runtime.list_containers()}
         assert set(containers) == {keep}
         assert containers[keep].container_id == kept_container.container_id
@@ -215,17 +206,13 @@ async def test_controller_restart_agents_reconnect(
     ctl.overrides["grpc_port"] = 0
     runtime = MemoryRuntime()
     async with run_agent(ctl, runtime, tmp_path / "agent") as agent:
-        _, created = await ctl.admin(
-            "POST",
-            "/api/deployments",
-            json={"name": "a", "model": "m", "worker_id": agent.worker_id},
-        )
+        created = await ctl.create_deployment(name="a", model="m", worker_id=agent.worker_id)
         await wait_status(ctl, created["id"], "running")
         port = ctl.app[appkeys.GRPC_PORT]
         ctl.overrides["grpc_port"] = port  # the agent dials the same address again
         await ctl.restart()
         fleet = ctl.app[appkeys.FLEET]
-        await wait_until(lambda: fleet.is_connected(agent.worker_id), timeout=10)
+        await eventually(lambda: fleet.is_connected(agent.worker_id), timeout=10)
         worker = await worker_view(ctl, agent.worker_id)
         assert worker["status"] == "online"
         assert (await deployment(ctl, created["id"]))["status"] == "running"
@@ -273,8 +260,14 @@ async def test_silent_agent_goes_offline_and_requests_time_out(
     assert welcome.heartbeat_interval_ms == 200
     fleet = ctl.app[appkeys.FLEET]
     assert fleet.is_connected(welcome.worker_id)
-    # No heartbeats for 3 intervals: offline, stream closed by the controller.
-    await wait_until(lambda: not fleet.is_connected(welcome.worker_id), timeout=3)
+    # Silent for just under 3 intervals: still online.
+    window = MISSED_HEARTBEATS * fleet.heartbeat_interval
+    ctl.clock.advance(window * 0.99)
+    fleet.expire_silent()
+    assert fleet.is_connected(welcome.worker_id)
+    # No heartbeats for 3 intervals: the liveness loop closes the stream, offline.
+    ctl.clock.advance(window * 0.02)
+    await eventually(lambda: not fleet.is_connected(welcome.worker_id))
     await wait_status_of_worker(ctl, welcome.worker_id, "offline")
     await raw.close()
 

@@ -8,6 +8,7 @@ import signal
 import stat
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -29,9 +30,7 @@ async def test_data_and_login_tokens_survive_restart(controller: Controller) -> 
     _, key = await controller.admin("POST", "/api/api-keys", json={"name": "k"})
     # Creating places the deployment, so a worker must be online for it.
     async with raw_worker(controller, "gpu-01"):
-        _, created = await controller.admin(
-            "POST", "/api/deployments", json={"name": "m", "model": "x"}
-        )
+        created = await controller.create_deployment(name="m", model="x")
     _, user = await controller.admin(
         "POST", "/api/users", json={"username": "u", "password": "password-u"}
     )
@@ -108,15 +107,16 @@ async def test_process_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     )  # fmt: skip
     try:
         async with aiohttp.ClientSession() as http:
-            for _ in range(100):
+
+            async def health() -> Any:
                 try:
                     async with http.get(f"http://127.0.0.1:{port}/health") as resp:
-                        assert await resp.json() == {"status": "healthy"}
-                        break
+                        return await resp.json()
                 except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("controller did not start")
+                    return None
+
+            answer = await eventually(health, interval=0.1, message="controller did not start")
+            assert answer == {"status": "healthy"}
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 15) == 0
     finally:

@@ -21,6 +21,10 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, Route, async_playwright, expect
 
+from agent.gpu import GpuStats
+from controller.fleet.hub import GPU_PUSH_SECONDS
+from tests.agent.controller_stub import FakeGpuReader
+from tests.clock import ManualClock
 from tests.conftest import Controller
 from tests.dockerutil import free_port
 from tests.fleetutil import RunningAgent, run_agent
@@ -35,6 +39,17 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]  # fmt: skip
+
+# Records each JSON body the page reads, in a task queued once the body is read,
+# so every await chained on that read (the page's own code) has run by then.
+MARK_JSON_READS = """() => {
+    window.__jsonRead = [];
+    const json = Response.prototype.json;
+    Response.prototype.json = function () {
+        const url = this.url;
+        return json.call(this).finally(() => setTimeout(() => window.__jsonRead.push(url)));
+    };
+}"""
 
 pytestmark = pytest.mark.timeout(120)
 expect.set_options(timeout=10_000)
@@ -54,6 +69,20 @@ def chromium() -> str:
     return done.stdout.strip()
 
 
+class BeatingGpus(FakeGpuReader):
+    """Each reading (one per heartbeat) moves the controller's clock on by
+    ``GPU_PUSH_SECONDS``: every heartbeat reaches the page as a chart point,
+    and a worker whose agent keeps beating never looks silent."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__()
+        self._clock = clock
+
+    def stats(self) -> list[GpuStats]:
+        self._clock.advance(GPU_PUSH_SECONDS)
+        return super().stats()
+
+
 @dataclass
 class Stack:
     ctl: Controller
@@ -67,13 +96,16 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     port = free_port()
     ctl = Controller(
         data_dir=tmp_path / "data",
-        overrides={"engine_port_min": port, "engine_port_max": port, "heartbeat_interval": 0.5},
+        # Liveness allows 3 beats, each a push interval (BeatingGpus).
+        overrides={"engine_port_min": port, "engine_port_max": port, "heartbeat_interval": 1.0},
     )
     await ctl.start()
     engine = await start_engine(port, MODEL, STANDIN_TOKEN_DELAY="0.05")
     runtime = MemoryRuntime()
     try:
-        async with run_agent(ctl, runtime, tmp_path / "agent") as agent:
+        async with run_agent(
+            ctl, runtime, tmp_path / "agent", gpus=BeatingGpus(ctl.clock)
+        ) as agent:
             yield Stack(ctl, agent, runtime, engine)
     finally:
         await engine.stop()
@@ -260,17 +292,25 @@ async def test_a_page_left_while_loading_never_covers_the_next(
     await sign_in(page, stack.ctl.url, "admin", "admin-password-1")
     await expect(page.locator("[data-testid=workers-online]")).to_have_text("1")
 
-    async def slowly(route: Route) -> None:
-        await asyncio.sleep(1.0)
+    release = asyncio.Event()
+
+    async def held(route: Route) -> None:
+        await release.wait()
         await route.continue_()
 
-    # The Deployments page starts by loading the workers: hold that answer back.
-    await page.route("**/api/workers", slowly)
+    # The Deployments page starts by loading the workers: hold that answer back
+    # until the user has moved on.
+    await page.route("**/api/workers", held)
+    await page.evaluate(MARK_JSON_READS)
     nav = page.get_by_role("navigation", name="Main")
     await nav.get_by_role("link", name="Deployments").click()
     await nav.get_by_role("link", name="Playground").click()
     await expect(page.get_by_role("heading", name="Playground")).to_be_visible()
-    await asyncio.sleep(1.5)  # the Deployments page has its answer by now
+    release.set()
+    # With its answer the left page loads its list; wait until it has used that.
+    await page.wait_for_function(
+        "() => window.__jsonRead.some((url) => url.endsWith('/api/deployments?limit=1000'))"
+    )
     await expect(page.get_by_role("heading", name="Playground")).to_be_visible()
     await expect(page.get_by_role("table", name="Deployments")).to_have_count(0)
     await context.close()
