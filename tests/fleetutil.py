@@ -15,10 +15,14 @@ from agent.session import AgentSession
 from agent.types import Runtime
 from controller import appkeys
 from shared.settings import AgentSettings
-from tests.agent.controller_stub import FakeGpuReader, wait_until
+from tests.agent.controller_stub import FakeGpuReader
 from tests.conftest import AGENT_TOKEN, Controller
+from tests.waiting import eventually
 
 __all__ = ["RunningAgent", "run_agent", "wait_until", "worker_view"]
+
+# The name older tests know ``eventually`` by.
+wait_until = eventually
 
 
 @dataclass
@@ -67,7 +71,7 @@ async def run_agent(
     agent = RunningAgent(session, task)
     try:
         if wait_online:
-            await wait_until(lambda: bool(session.worker_id) and _online(ctl, session.worker_id))
+            await eventually(lambda: bool(session.worker_id) and _online(ctl, session.worker_id))
         yield agent
     finally:
         task.cancel()

@@ -16,7 +16,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.dockerutil import free_port
+from tests.waiting import eventually_blocking
 
 REPO = Path(__file__).resolve().parents[2]
 WHEELHOUSE_CACHE = REPO / ".tmp" / "deploy-tests" / "wheelhouse"
@@ -118,14 +118,13 @@ LogLevel ERROR
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         assert proc.poll() is None, "sshd exited at start"
         with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"sshd did not listen on 127.0.0.1:{port}")
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    message = f"sshd did not listen on 127.0.0.1:{port}"
+    eventually_blocking(listening, timeout=timeout, interval=0.05, message=message)
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ import pytest
 from controller import appkeys
 from tests.conftest import AGENT_TOKEN, Controller
 from tests.dockerutil import ensure_engine_image, free_port
+from tests.waiting import eventually
 
 HEARTBEAT = 0.5
 
@@ -111,14 +112,19 @@ class AgentProcess:
 
     async def wait_online(self, timeout: float = 20) -> str:
         fleet = self.ctl.app[appkeys.FLEET]
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not (self.worker_id() and fleet.is_connected(self.worker_id())):
+
+        def online() -> str:
             if self.proc is not None and self.proc.returncode is not None:
                 raise AssertionError("agent exited:\n" + "\n".join(self.output))
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError("agent did not join:\n" + "\n".join(self.output))
-            await asyncio.sleep(0.05)
-        return self.worker_id()
+            worker_id = self.worker_id()
+            return worker_id if worker_id and fleet.is_connected(worker_id) else ""
+
+        return await eventually(
+            online,
+            timeout=timeout,
+            interval=0.05,
+            message=lambda _: "agent did not join:\n" + "\n".join(self.output),
+        )
 
     async def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
         assert self.proc is not None

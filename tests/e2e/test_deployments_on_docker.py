@@ -15,6 +15,7 @@ import openai
 
 from tests.conftest import Controller
 from tests.e2e.conftest import AgentProcess
+from tests.waiting import eventually
 
 
 async def create(
@@ -40,16 +41,21 @@ async def create(
 async def wait_status(
     ctl: Controller, deployment_id: str, wanted: str, timeout: float = 60
 ) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    seen: dict[str, Any] = {}
-    while asyncio.get_running_loop().time() < deadline:
-        status, seen = await ctl.admin("GET", f"/api/deployments/{deployment_id}")
-        assert status == 200
-        if seen["status"] == wanted:
-            return seen
-        await asyncio.sleep(0.1)
-    raise AssertionError(
-        f"deployment is {seen.get('status')} ({seen.get('status_message')}), wanted {wanted}"
+
+    async def seen() -> dict[str, Any]:
+        status, row = await ctl.admin("GET", f"/api/deployments/{deployment_id}")
+        assert status == 200, row
+        assert isinstance(row, dict)
+        return row
+
+    return await eventually(
+        seen,
+        lambda row: row["status"] == wanted,
+        timeout=timeout,
+        interval=0.1,
+        message=lambda row: (
+            f"deployment is {row.get('status')} ({row.get('status_message')}), wanted {wanted}"
+        ),
     )
 
 
@@ -66,13 +72,17 @@ def container_of(client: docker.DockerClient, name: str) -> Any:
 
 async def wait_gone(client: docker.DockerClient, name: str, timeout: float = 20) -> None:
     """Until the deployment's container no longer exists."""
-    for _ in range(round(timeout / 0.1)):
+
+    def gone() -> bool:
         try:
             container_of(client, name)
         except docker.errors.NotFound:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"container lmstack-{name} still exists")
+            return True
+        return False
+
+    await eventually(
+        gone, timeout=timeout, interval=0.1, message=f"container lmstack-{name} still exists"
+    )
 
 
 async def test_create_run_logs_containers_delete(
@@ -270,12 +280,16 @@ async def test_ollama_pulls_its_model_then_serves_it_by_tag(
     # The stand-in image started as `serve` behaves like Ollama: empty until a pull.
     created = await create_ollama(ctl, worker_id, name, engine_image, STANDIN_PULL_DELAY="1.5")
     messages: list[str] = []
-    for _ in range(300):
+
+    async def seen() -> dict[str, Any]:
         _, row = await ctl.admin("GET", f"/api/deployments/{created['id']}")
         messages.append(row["status_message"])
-        if row["status"] != "starting" and row["status"] != "pending":
-            break
-        await asyncio.sleep(0.05)
+        assert isinstance(row, dict)
+        return row
+
+    row = await eventually(
+        seen, lambda row: row["status"] not in ("starting", "pending"), timeout=15, interval=0.05
+    )
     assert row["status"] == "running", row
     assert "pulling model qwen2.5:0.5b" in messages  # reported while it downloads
     container = container_of(docker_client, name)

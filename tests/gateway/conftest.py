@@ -21,6 +21,7 @@ from tests.conftest import Controller
 from tests.dockerutil import free_port
 from tests.fleetutil import RunningAgent, run_agent
 from tests.runtime.memory_runtime import MemoryRuntime
+from tests.waiting import eventually
 
 
 def pytest_asyncio_loop_factories(
@@ -72,13 +73,19 @@ async def start_engine(port: int, served: str, **env: str) -> Engine:
 
     engine.reader = asyncio.create_task(collect())
     async with aiohttp.ClientSession() as http:
-        for _ in range(200):
+
+        async def healthy() -> bool:
             with contextlib.suppress(aiohttp.ClientError):
                 async with http.get(engine.url + "/health") as resp:
-                    if resp.status == 200:
-                        return engine
-            await asyncio.sleep(0.05)
-    raise AssertionError("stand-in engine did not start: " + "\n".join(engine.log))
+                    return resp.status == 200
+            return False
+
+        await eventually(
+            healthy,
+            interval=0.05,
+            message=lambda _: "stand-in engine did not start: " + "\n".join(engine.log),
+        )
+    return engine
 
 
 @dataclass
@@ -109,7 +116,6 @@ async def make_stack(
         overrides={
             "engine_port_min": port,
             "engine_port_max": port,
-            # Generous: a loaded CI machine must not miss 3 in a row.
             "heartbeat_interval": 1.0,
             **(overrides or {}),
         },
@@ -119,16 +125,14 @@ async def make_stack(
     runtime = MemoryRuntime()
     try:
         async with run_agent(ctl, runtime, tmp_path / "agent") as agent:
-            status, created = await ctl.admin(
-                "POST", "/api/deployments",
-                json={"name": MODEL, "model": "stand-in/tiny", "worker_id": agent.worker_id},
-            )  # fmt: skip
-            assert status == 201, created
-            for _ in range(200):
-                _, row = await ctl.admin("GET", f"/api/deployments/{created['id']}")
-                if row["status"] == "running":
-                    break
-                await asyncio.sleep(0.02)
+            created = await ctl.create_deployment(
+                name=MODEL, model="stand-in/tiny", worker_id=agent.worker_id
+            )
+            _, row = await eventually(
+                lambda: ctl.admin("GET", f"/api/deployments/{created['id']}"),
+                lambda answer: answer[1]["status"] == "running",
+                message=lambda answer: f"deployment never ran: {answer}",
+            )
             assert row["port"] == port
             _, key = await ctl.admin("POST", "/api/api-keys", json={"name": "app"})
             yield Stack(ctl, agent, runtime, engine, created["id"], key["key"])

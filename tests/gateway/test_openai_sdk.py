@@ -11,8 +11,8 @@ import pytest
 
 from controller import appkeys
 from controller.store import Deployment
-from tests.fleetutil import wait_until
 from tests.gateway.conftest import MODEL, Stack
+from tests.waiting import eventually
 
 
 def sync_client(stack: Stack, key: str | None = None) -> openai.OpenAI:
@@ -128,8 +128,8 @@ async def test_invalid_key_is_authentication_error(stack: Stack) -> None:
             await client.chat.completions.create(model=MODEL, messages=MESSAGES)
     assert info.value.status_code == 401
     assert info.value.code == "invalid_api_key"
-    with pytest.raises(openai.AuthenticationError):
-        await asyncio.to_thread(sync_client(stack, "nope").models.list)
+    with sync_client(stack, "nope") as refused, pytest.raises(openai.AuthenticationError):
+        await asyncio.to_thread(refused.models.list)
 
 
 async def test_unknown_model_is_not_found(stack: Stack) -> None:
@@ -177,7 +177,7 @@ async def test_deployment_not_running_is_503(stack: Stack) -> None:
 
 async def test_worker_offline_is_503(stack: Stack) -> None:
     stack.agent.task.cancel()
-    await wait_until(lambda: not stack.ctl.app[appkeys.FLEET].is_connected(stack.agent.worker_id))
+    await eventually(lambda: not stack.ctl.app[appkeys.FLEET].is_connected(stack.agent.worker_id))
     async with async_client(stack) as client:
         with pytest.raises(openai.InternalServerError) as info:
             await client.chat.completions.create(model=MODEL, messages=MESSAGES)

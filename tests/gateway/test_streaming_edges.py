@@ -14,8 +14,8 @@ import openai
 import pytest
 
 from controller.gateway import GATEWAY
-from tests.fleetutil import wait_until
 from tests.gateway.conftest import MODEL, Stack, make_stack
+from tests.waiting import eventually
 
 MESSAGES: Any = [{"role": "user", "content": "hi"}]
 CHAT: dict[str, Any] = {"model": MODEL, "messages": MESSAGES}
@@ -90,8 +90,8 @@ async def test_client_going_away_closes_the_upstream(slow_stack: Stack) -> None:
         await resp.content.readline()
         assert gateway.proxy.in_flight[stack.deployment_id] == 1
         resp.close()  # the client hangs up mid-stream
-    await wait_until(lambda: stack.deployment_id not in gateway.proxy.in_flight, timeout=5)
-    await wait_until(
+    await eventually(lambda: stack.deployment_id not in gateway.proxy.in_flight, timeout=5)
+    await eventually(
         lambda: any("client went away" in line for line in stack.engine.log), timeout=20
     )
 

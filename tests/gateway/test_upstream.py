@@ -18,6 +18,7 @@ import pytest
 
 from controller.gateway.upstream import EngineClient, EngineResponse
 from shared.errors import UpstreamError
+from tests.waiting import eventually
 
 HOST = "127.0.0.1"
 WAIT = 2.0  # the longest any single wait in this file may take before the test fails
@@ -234,10 +235,9 @@ async def within(awaitable: Awaitable[T]) -> T:
         return await awaitable
 
 
-async def eventually(predicate: Callable[[], bool]) -> None:
-    async with asyncio.timeout(WAIT):
-        while not predicate():
-            await asyncio.sleep(0.005)
+def arrived(client: EngineClient) -> bool:
+    """Whether bytes of the answer being awaited have reached the client."""
+    return any(connection.got_bytes for connection in client._open)
 
 
 async def post(
@@ -645,16 +645,19 @@ async def test_malformed_answer_raises_and_closes(
 async def test_malformed_chunk_raises_on_read_and_closes(
     engines: Engines, client: EngineClient
 ) -> None:
+    first_read = asyncio.Event()
+
     async def handler(peer: Peer) -> None:
         await peer.request()
         await peer.send(CHUNKED_HEAD + chunk(b"fine"))
-        await asyncio.sleep(0.01)
+        await first_read.wait()
         await peer.send(b"zz\r\nbroken\r\n")
         await peer.wait_eof()
 
     engine = await engines.start(handler)
     response = await post(client, engine)
     assert await within(response.read_chunk()) == b"fine"
+    first_read.set()
     with pytest.raises(UpstreamError, match="malformed HTTP answer"):
         await within(response.read_chunk())
     # Closed on the spot, before the caller releases the response.
@@ -704,11 +707,13 @@ async def test_stream_cut_before_its_last_chunk_raises(
 async def test_response_dropped_before_its_end_closes_the_connection(
     engines: Engines, client: EngineClient, how: str, read_first: int
 ) -> None:
+    the_rest = asyncio.Event()
+
     async def handler(peer: Peer) -> None:
         await peer.request()
         # The whole answer, keep-alive: only the caller's reading is missing.
         await peer.send(CHUNKED_HEAD + chunk(b"one"))
-        await asyncio.sleep(0.01)
+        await the_rest.wait()
         await peer.send(chunk(b"two") + b"0\r\n\r\n")
         assert await peer.wait_eof() == b""
 
@@ -716,7 +721,8 @@ async def test_response_dropped_before_its_end_closes_the_connection(
     response = await post(client, engine)
     for _ in range(read_first):
         assert await within(response.read_chunk()) == b"one"
-    await asyncio.sleep(0.05)  # let the rest of the answer arrive
+    the_rest.set()
+    await eventually(lambda: response._connection.complete)  # all of it is at the client
     if how == "release":
         response.release()
     else:
@@ -796,12 +802,14 @@ async def test_unread_body_stalls_the_engine_and_arrives_intact(
     engine = await engines.start(handler)
     response = await post(client, engine)
     # The caller reads nothing: the engine's writes must stall well short of the end.
-    last, steady = -1, 0
-    async with asyncio.timeout(WAIT):
-        while steady < 10:
-            await asyncio.sleep(0.02)
-            steady = steady + 1 if written[0] == last else 0
-            last = written[0]
+    # Stalled for good once the client has stopped reading and the engine's
+    # socket takes no more (its writer holds a backlog): nothing moves then
+    # until the caller reads.
+    writer = engine.peers[0].writer.transport
+    await eventually(
+        lambda: response._connection._paused and writer.get_write_buffer_size() > 0,
+        message=lambda _: f"never stalled; the engine wrote {written[0]} of {total} bytes",
+    )
     assert 0 < written[0] < total // 2, f"the engine wrote {written[0]} of {total} bytes"
 
     received = hashlib.sha256()
@@ -851,7 +859,7 @@ async def test_interim_1xx_answer_is_skipped(engines: Engines, client: EngineCli
     async def handler(peer: Peer) -> None:
         await peer.request()
         await peer.send(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\n")
-        await asyncio.sleep(0.05)
+        await eventually(lambda: arrived(client))  # the answer comes in a later read
         await peer.send(answer(b"ok"))
         await peer.wait_eof()
 
@@ -894,7 +902,8 @@ async def test_whole_answer_is_complete_when_post_returns(
     async def handler(peer: Peer) -> None:
         await peer.request()
         await peer.send(CHUNKED_HEAD + chunk(b"a"))
-        await asyncio.sleep(0.05)  # post() must still be waiting here
+        # The headers and a first chunk are at the client: post() must go on waiting.
+        await eventually(lambda: arrived(client))
         sent.append("the rest")
         await peer.send(chunk(b"b") + b"0\r\n\r\n")
         await echo(peer)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,22 +10,22 @@ from tests.conftest import Controller
 from tests.fleetutil import run_agent
 from tests.metrics.scrape import Scrape, scrape
 from tests.runtime.memory_runtime import MemoryRuntime
+from tests.waiting import DEFAULT_TIMEOUT, eventually
 
 GIB = 1024**3
 
 
 async def scrape_until(
-    ctl: Controller, ready: Callable[[Scrape], float | bool], timeout: float = 5.0
+    ctl: Controller, ready: Callable[[Scrape], float | bool], timeout: float = DEFAULT_TIMEOUT
 ) -> Scrape:
     """Scrape until ``ready(scrape)`` holds (heartbeats and statuses arrive on their own)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        got = await scrape(ctl)
-        if ready(got):
-            return got
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"metrics never got there: {got.samples}")
-        await asyncio.sleep(0.05)
+    return await eventually(
+        lambda: scrape(ctl),
+        ready,
+        timeout=timeout,
+        interval=0.05,
+        message=lambda got: f"metrics never got there: {got.samples}",
+    )
 
 
 async def test_a_heartbeat_sets_the_gpu_gauges(controller: Controller, tmp_path: Path) -> None:

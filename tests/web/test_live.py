@@ -15,8 +15,9 @@ import pytest
 from controller import appkeys
 from controller.web import WEB_OPTIONS
 from tests.conftest import Controller
-from tests.fleetutil import run_agent, wait_until
+from tests.fleetutil import run_agent
 from tests.runtime.memory_runtime import MemoryRuntime
+from tests.waiting import eventually
 
 WS = aiohttp.ClientWebSocketResponse
 
@@ -144,7 +145,7 @@ async def test_status_pushes_deployment_changes_and_gpu_heartbeats(
         deleted = await next_event(ws, lambda m: m["type"] == "deployment_deleted")
         assert deleted["id"] == deployment_id
     # The subscription went away with the socket.
-    await wait_until(lambda: controller.app[appkeys.FLEET].events.subscribers == 0)
+    await eventually(lambda: controller.app[appkeys.FLEET].events.subscribers == 0)
 
 
 # ---------------------------------------------------------------- /ws/logs
@@ -160,7 +161,7 @@ async def test_logs_follow_live_and_close_when_the_deployment_is_deleted(
         async with socket(controller, path, controller.admin_token) as ws:
             first = await next_event(ws, lambda m: m["type"] == "logs")
             assert "engine vllm serving stand-in/tiny" in first["data"]
-            await wait_until(lambda: runtime.followers(deployment_id) == 1)
+            await eventually(lambda: runtime.followers(deployment_id) == 1)
             runtime.append_log(deployment_id, "INFO: 3 requests running")
             more = await next_event(ws, lambda m: m["type"] == "logs")
             assert more["data"] == "INFO: 3 requests running\n"
@@ -169,7 +170,7 @@ async def test_logs_follow_live_and_close_when_the_deployment_is_deleted(
             assert status == 204
             assert await closed_with(ws) == 4404
         # The agent stopped following (its container is gone, or StopFollow).
-        await wait_until(lambda: runtime.followers(deployment_id) == 0)
+        await eventually(lambda: runtime.followers(deployment_id) == 0)
 
 
 async def test_leaving_a_log_socket_stops_the_agents_follow(
@@ -180,10 +181,10 @@ async def test_leaving_a_log_socket_stops_the_agents_follow(
         deployment_id = await create_deployment(controller, agent.worker_id)
         async with socket(controller, f"/ws/logs/{deployment_id}", controller.admin_token) as ws:
             await next_event(ws, lambda m: m["type"] == "logs")
-            await wait_until(lambda: runtime.followers(deployment_id) == 1)
-        await wait_until(lambda: runtime.followers(deployment_id) == 0)
+            await eventually(lambda: runtime.followers(deployment_id) == 1)
+        await eventually(lambda: runtime.followers(deployment_id) == 0)
         session = controller.app[appkeys.FLEET].session(agent.worker_id)
-        await wait_until(lambda: not session._follows)
+        await eventually(lambda: not session._follows)
 
 
 async def test_logs_of_an_unknown_deployment_close_with_4404(controller: Controller) -> None:
@@ -206,7 +207,7 @@ async def test_logs_say_why_while_the_worker_is_offline(
     async with run_agent(controller, runtime, tmp_path / "agent") as agent:
         deployment_id = await create_deployment(controller, agent.worker_id)
         worker_id = agent.worker_id
-    await wait_until(lambda: not controller.app[appkeys.FLEET].is_connected(worker_id))
+    await eventually(lambda: not controller.app[appkeys.FLEET].is_connected(worker_id))
     async with socket(controller, f"/ws/logs/{deployment_id}", controller.admin_token) as ws:
         notice = await next_event(ws, lambda m: m["type"] == "notice")
         assert "offline" in notice["message"]
