@@ -104,7 +104,9 @@ class Runtime(Protocol):
         """Bring ``spec`` to running, reporting each status transition.
 
         Idempotent: a container of the same deployment and spec hash that runs
-        already is left alone (one ``running`` report). A container of the same
+        already is left alone: not restarted, no ``starting`` report, and the
+        last report is ``running`` with its container id (a runtime may report
+        ``pending`` first while it looks). A container of the same
         deployment with another spec is replaced. Failures are reported as
         ``error`` (with exit code and last log lines when a container exited)
         and leave no container behind; they are not raised.

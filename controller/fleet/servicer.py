@@ -41,6 +41,8 @@ log = logging.getLogger("lmstack.fleet")
 
 Context = grpc.aio.ServicerContext[agent_pb2.AgentMessage, agent_pb2.ControllerMessage]
 MIB = 1024 * 1024
+# How long a refused agent's first message is waited for before the refusal.
+REFUSAL_READ_SECONDS = 5.0
 
 
 def _valid_uuid(value: str) -> bool:
@@ -102,10 +104,14 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self, request_iterator: AsyncIterator[agent_pb2.AgentMessage], context: Context
     ) -> AsyncIterator[agent_pb2.ControllerMessage]:
         if not self._authorized(context):
-            # Ending the call with a status, rather than raising through
-            # abort() before the first read, reliably reaches the client as
-            # UNAUTHENTICATED (abort raced into INTERNAL now and then).
+            # The agent's Hello is read (and dropped) before the refusal: ending
+            # the call while that write is in flight makes grpc.aio fail the
+            # write and replace our status with INTERNAL ("Internal error from
+            # Core") in a few calls per thousand, which the agent rightly takes
+            # for a lost connection and retries once.
             log.warning("agent from %s refused: invalid join token", context.peer())
+            with contextlib.suppress(TimeoutError, grpc.aio.AioRpcError, StopAsyncIteration):
+                await asyncio.wait_for(anext(aiter(request_iterator)), REFUSAL_READ_SECONDS)
             context.set_code(grpc.StatusCode.UNAUTHENTICATED)
             context.set_details("invalid join token")
             return
