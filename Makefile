@@ -69,13 +69,17 @@ proto: $(STAMP)
 		--mypy_out=shared/proto --mypy_grpc_out=shared/proto proto/lmstack/v1/agent.proto
 	sed -i 's/^from lmstack\.v1 import/from shared.proto.lmstack.v1 import/' shared/proto/lmstack/v1/*.py shared/proto/lmstack/v1/*.pyi
 
-# Each benchmark prints its figures and PASS/FAIL against its target.
+# Each benchmark prints its figures and PASS/FAIL against its target, and exits
+# non-zero on FAIL. All of them run; then `make bench` fails if any did, naming
+# them. One alone: $(PY) -m bench.gateway
+BENCHMARKS := deployments_list placement command_latency gateway fleet_scale
 bench: $(STAMP)
-	-$(PY) -m bench.deployments_list
-	-$(PY) -m bench.placement
-	-$(PY) -m bench.command_latency
-	-$(PY) -m bench.gateway
-	-$(PY) -m bench.fleet_scale
+	@failed=""; \
+	for name in $(BENCHMARKS); do \
+		echo "== bench.$$name"; \
+		$(PY) -m bench.$$name || failed="$$failed bench.$$name"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "make bench: failed:$$failed" >&2; exit 1; fi
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
