@@ -3,7 +3,7 @@
 One controller process, one agent (the real session over real gRPC, with an
 in-memory runtime), sequential creates.
 
-    .venv/bin/python bench/command_latency.py [--commands 300]
+    .venv/bin/python -m bench.command_latency [--commands 300]
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Seeds a fresh SQLite data directory, starts the real controller as its own
 process (so client and server do not share an event loop), and times
 sequential requests at several offsets. Target: p99 < 20 ms.
 
-    .venv/bin/python bench/deployments_list.py [--rows 10000] [--requests 300]
+    .venv/bin/python -m bench.deployments_list [--rows 10000] [--requests 300]
 """
 
 from __future__ import annotations
