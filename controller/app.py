@@ -14,8 +14,9 @@ the reverse order; every stop step runs even when an earlier one failed
    gRPC server for agents, the liveness-and-flush loop; on stop the loop ends,
    every session closes and its worker is recorded offline, then the gRPC
    server stops. The deployment service joins placement and fleet.
-5. usage (``controller.gateway.usage``): the token counters' flusher; on stop
-   a last flush, after the gateway is gone.
+5. usage (``controller.gateway.usage``): the usage journal in
+   ``<data_dir>/usage-journal`` replayed into the store, then its flusher; on
+   stop a last flush, after the gateway is gone.
 6. gateway (``controller.gateway.lifecycle``): the engine client, the route
    table (invalidated by fleet events), the proxy; on stop the engine
    connections close.
@@ -116,7 +117,9 @@ async def _running(app: web.Application, clock: Callable[[], float]) -> AsyncIte
         fleet = app[appkeys.FLEET] = serving.fleet
         app[appkeys.GRPC_PORT] = serving.grpc_port
         app[appkeys.DEPLOYMENTS] = DeploymentService(db, fleet, scheduler)
-        usage = await enter(recording_usage(db, settings.usage_flush_seconds))
+        usage = await enter(
+            recording_usage(db, settings.usage_flush_seconds, settings.data_dir / "usage-journal")
+        )
         app[GATEWAY] = await enter(
             serving_gateway(settings, db, auth=auth, fleet=fleet, usage=usage, metrics=metrics)
         )

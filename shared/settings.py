@@ -62,7 +62,7 @@ class ControllerSettings(_Base):
     gateway_connect_timeout: float = Field(default=5.0, gt=0)
     gateway_timeout: float = Field(default=600.0, gt=0)
     gateway_keepalive_seconds: float = Field(default=15.0, gt=0)
-    # How often buffered gateway usage is written.
+    # How often the gateway's usage journal is added to the database.
     usage_flush_seconds: float = Field(default=10.0, gt=0)
     # Host ports handed to engine containers, per worker.
     engine_port_min: int = Field(default=40000, ge=1024, le=65535)

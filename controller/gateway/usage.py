@@ -1,47 +1,63 @@
-"""Token accounting per API key, deployment and UTC day.
+"""Token accounting per API key, user, deployment and UTC day, that no crash of
+the controller process loses.
 
-Guarantees: counts are buffered in memory and added to the store in one
-transaction every ``usage_flush_seconds`` and at shutdown; a flush that fails
-puts its batch back, so nothing is lost while the controller keeps running.
-Additions are upserts (``counter = counter + delta``), so concurrent
-controllers sharing a PostgreSQL database add up instead of overwriting.
+Guarantees:
 
-Concurrency: ``record`` is synchronous and called on the event loop; ``flush``
-swaps the buffer out before its first await.
+* Every completed request's usage is appended to the usage journal
+  (``controller.gateway.journal``) by ``record``: one ``os.write`` of one line,
+  no database write on the request's path. It survives the process being
+  killed (SIGKILL included) from the moment ``record`` returns.
+* Exactly once into the database: ``flush`` (every ``usage_flush_seconds``,
+  before ``GET /api/usage`` answers, at shutdown) starts a new segment, then
+  adds the closed segments' counts AND moves this controller's checkpoint
+  (``usage_checkpoints``: the newest segment added) up to them in ONE
+  transaction, and only then deletes their files. ``replay`` does the same at
+  start, before the gateway serves. A crash before the commit leaves the
+  segments to the next start; a crash after it leaves files at or below the
+  checkpoint, which are deleted unread. The checkpoint is read inside the
+  transaction, so a retried flush never adds a segment twice.
+* A machine crash (power loss, kernel panic) may lose what was recorded since
+  the last flush: the open segment lives in the page cache until it is closed
+  and fsynced (and, on SQLite, the last commits its WAL had not synced yet:
+  ``synchronous=NORMAL``).
+* A record the journal cannot take (disk full) is kept in memory and added at
+  the next flush; such records, and only they, are lost to a SIGKILL (logged).
+* Additions are upserts (``counter = counter + delta``), so controllers sharing
+  a PostgreSQL database add up instead of overwriting; each has its own journal
+  id and checkpoint row.
+
+Concurrency: ``record`` is synchronous and runs on the event loop; flushes run
+one at a time (a lock) and to their end even when their caller is cancelled.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller.store import Database, Usage, flushing
+from controller.gateway.journal import Counts, UsageJournal, UsageKey, encode, merge
+from controller.store import Database, Usage, UsageCheckpoint, flushing, uncancelled
 from controller.store.models import new_id
+from controller.store.timeutil import utcnow
+from shared.errors import StoreError
+
+__all__ = ["Counts", "UsageKey", "UsageRecorder", "recording_usage", "today"]
 
 log = logging.getLogger("lmstack.gateway.usage")
 
-# api_key_id ("" for login tokens), user_id, deployment_id, deployment_name, day
-UsageKey = tuple[str, str, str, str, str]
-
-
-@dataclass
-class Counts:
-    requests: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    def add(self, other: Counts) -> None:
-        self.requests += other.requests
-        self.prompt_tokens += other.prompt_tokens
-        self.completion_tokens += other.completion_tokens
+# Segment number → the counts in it.
+Segments = dict[int, dict[UsageKey, Counts]]
 
 
 def today() -> str:
@@ -55,9 +71,13 @@ def _iso_day(day: int) -> str:
 
 
 class UsageRecorder:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, journal: UsageJournal) -> None:
         self._db = db
-        self._pending: dict[UsageKey, Counts] = {}
+        self._journal = journal
+        self._dialect: Any = postgresql if db.url.startswith("postgresql") else sqlite
+        # Records the journal refused (disk full), added at the next flush.
+        self._unjournaled: dict[UsageKey, Counts] = {}
+        self._lock = asyncio.Lock()
 
     def record(
         self,
@@ -70,43 +90,83 @@ class UsageRecorder:
         completion_tokens: int,
     ) -> None:
         key = (api_key_id or "", user_id, deployment_id, deployment_name, today())
-        counts = self._pending.setdefault(key, Counts())
-        counts.add(Counts(1, max(0, prompt_tokens), max(0, completion_tokens)))
+        prompt, completion = max(0, prompt_tokens), max(0, completion_tokens)
+        if not self._journal.append(encode(key, prompt, completion)):
+            counts = self._unjournaled.setdefault(key, Counts())
+            counts.add(Counts(1, prompt, completion))
+
+    async def replay(self) -> None:
+        """At start: open a segment above the checkpoint and every file, then add
+        what earlier runs left in the journal."""
+        async with self._db.session() as session:
+            checkpoint = await self._checkpoint(session)
+        self._journal.open(after=checkpoint)
+        left = self._journal.closed()
+        if left:
+            log.info("replaying %d usage journal segment(s) left by an earlier run", len(left))
+        await self.flush()
 
     async def flush(self) -> None:
-        if not self._pending:
-            return
-        batch, self._pending = self._pending, {}
-        try:
-            await self._write(batch)
-        except BaseException:
-            for key, counts in batch.items():
-                self._pending.setdefault(key, Counts()).add(counts)
-            raise
+        """Add every closed segment (the open one closed first) to the database."""
+        await uncancelled(self._flush())
 
-    async def _write(self, batch: dict[UsageKey, Counts]) -> None:
-        rows = [
-            {
-                "api_key_id": key[0],
-                "user_id": key[1],
-                "deployment_id": key[2],
-                "deployment_name": key[3],
-                "day": key[4],
-                "requests": counts.requests,
-                "prompt_tokens": counts.prompt_tokens,
-                "completion_tokens": counts.completion_tokens,
-            }
-            for key, counts in batch.items()
-        ]
+    async def _flush(self) -> None:
+        async with self._lock:
+            self._rotate()
+            await asyncio.to_thread(self._journal.seal)
+            segments = self._journal.closed()
+            if not segments and not self._unjournaled:
+                return
+            parsed = await asyncio.to_thread(self._read, segments)
+            pending, self._unjournaled = self._unjournaled, {}
+            try:
+                await self._apply(parsed, pending)
+            except BaseException:
+                merge(self._unjournaled, pending)
+                raise
+            await asyncio.to_thread(self._journal.remove, segments)
+
+    def _rotate(self) -> None:
+        try:
+            self._journal.rotate()
+        except StoreError:
+            # The open segment keeps taking records; the closed ones are added.
+            log.exception("cannot start a new usage journal segment")
+
+    def _read(self, segments: list[int]) -> Segments:
+        return {segment: self._journal.read(segment) for segment in segments}
+
+    async def _apply(self, parsed: Segments, pending: dict[UsageKey, Counts]) -> None:
+        """The fresh segments' counts and the checkpoint, in one transaction."""
         async with self._db.session() as session:
-            for row in rows:
-                await session.execute(self._upsert(row))
+            checkpoint = await self._checkpoint(session, lock=True)
+            fresh = [segment for segment in parsed if segment > checkpoint]
+            batch: dict[UsageKey, Counts] = {}
+            merge(batch, pending)
+            for segment in fresh:
+                merge(batch, parsed[segment])
+            if not fresh and not batch:
+                return
+            for key, counts in batch.items():
+                await session.execute(self._add(key, counts))
+            if fresh:
+                await session.execute(self._advance(max(fresh)))
             await session.commit()
 
-    def _upsert(self, row: dict[str, Any]) -> Any:
-        dialect = postgresql if self._db.url.startswith("postgresql") else sqlite
+    async def _checkpoint(self, session: AsyncSession, *, lock: bool = False) -> int:
+        stmt = select(UsageCheckpoint.segment).where(
+            UsageCheckpoint.controller_id == self._journal.controller_id
+        )
+        segment = await session.scalar(stmt.with_for_update() if lock else stmt)
+        return segment or 0
+
+    def _add(self, key: UsageKey, counts: Counts) -> Any:
         table = Usage.__table__
-        stmt = dialect.insert(table).values(id=new_id(), **row)
+        stmt = self._dialect.insert(table).values(
+            id=new_id(), api_key_id=key[0], user_id=key[1], deployment_id=key[2],
+            deployment_name=key[3], day=key[4], requests=counts.requests,
+            prompt_tokens=counts.prompt_tokens, completion_tokens=counts.completion_tokens,
+        )  # fmt: skip
         excluded = stmt.excluded
         return stmt.on_conflict_do_update(
             index_elements=["api_key_id", "user_id", "deployment_id", "day"],
@@ -118,11 +178,29 @@ class UsageRecorder:
             },
         )
 
+    def _advance(self, segment: int) -> Any:
+        stmt = self._dialect.insert(UsageCheckpoint.__table__).values(
+            controller_id=self._journal.controller_id, segment=segment, updated_at=utcnow()
+        )
+        return stmt.on_conflict_do_update(
+            index_elements=["controller_id"],
+            set_={"segment": stmt.excluded.segment, "updated_at": stmt.excluded.updated_at},
+        )
+
 
 @contextlib.asynccontextmanager
-async def recording_usage(db: Database, flush_seconds: float) -> AsyncIterator[UsageRecorder]:
-    """A recorder flushed every ``flush_seconds`` while the block runs, and once
-    more when it ends (after the gateway stopped: the last requests count)."""
-    usage = UsageRecorder(db)
-    async with flushing(usage.flush, flush_seconds, "gateway usage"):
-        yield usage
+async def recording_usage(
+    db: Database, flush_seconds: float, journal_dir: Path
+) -> AsyncIterator[UsageRecorder]:
+    """A recorder journaling into ``journal_dir``: what earlier runs left there
+    is added first, then it is flushed every ``flush_seconds`` while the block
+    runs, and once more when it ends (after the gateway stopped: the last
+    requests count)."""
+    journal = UsageJournal(journal_dir)
+    try:
+        usage = UsageRecorder(db, journal)
+        await usage.replay()
+        async with flushing(usage.flush, flush_seconds, "gateway usage"):
+            yield usage
+    finally:
+        journal.close()
