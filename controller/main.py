@@ -134,5 +134,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     if deaths:
         sys.exit(f"lmstack-controller: stopped because a {deaths[0]}")
 
+
 if __name__ == "__main__":
     main()

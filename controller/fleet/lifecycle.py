@@ -16,7 +16,8 @@ Stop, in this order, each step run even if an earlier one failed:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from controller.background import Background
@@ -42,11 +43,14 @@ async def serving_agents(
     metrics: Metrics,
     background: Background,
     join_token: str,
+    *,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[ServingFleet]:
     fleet = Fleet(
         db,
         heartbeat_interval=settings.heartbeat_interval,
         request_timeout=settings.agent_request_timeout,
+        clock=clock,
         metrics=metrics,
     )
     metrics.watch_fleet(fleet)

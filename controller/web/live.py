@@ -45,7 +45,7 @@ from aiohttp import WSMsgType, web
 from controller import appkeys
 from controller.auth import Identity, bearer_token
 from controller.events import Event, Subscription
-from controller.fleet.hub import LogFollow
+from controller.fleet import LogFollow
 from controller.http import path_id
 from controller.store import Deployment, uncancelled
 from shared.errors import ServiceUnavailable, Unauthorized
