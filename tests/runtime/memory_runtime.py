@@ -224,9 +224,7 @@ class MemoryRuntime:
         return container
 
     @staticmethod
-    def _update(
-        container: _Container, status: DeploymentStatus, message: str = ""
-    ) -> StatusUpdate:
+    def _update(container: _Container, status: DeploymentStatus, message: str = "") -> StatusUpdate:
         return StatusUpdate(
             deployment_id=container.deployment_id,
             status=status,
