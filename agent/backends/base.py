@@ -78,6 +78,22 @@ class Backend(ABC):
         the controller's gateway applies)."""
         return self.engine.served_model_name(spec.name, spec.model, spec.config)
 
+    def serving_args(self, spec: DeploySpec) -> list[str]:
+        """The served name, every interface and the engine port, as the OpenAI servers
+        of vLLM and SGLang both spell them."""
+        return [
+            "--served-model-name",
+            self.served_model_name(spec),
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(self.engine_port),
+        ]
+
+    def config_args(self, spec: DeploySpec) -> list[str]:
+        """The options the registry maps the config's keys to, then ``extra_args``."""
+        return [*self.engine.arguments(spec.config), *extra_args(spec.config)]
+
 
 def extra_args(config: EngineConfig) -> list[str]:
     """``config.extra_args`` verbatim: each item is one argument."""

@@ -12,7 +12,7 @@ reserved to stay on the safe side.
 
 from __future__ import annotations
 
-from agent.backends.base import Backend, extra_args
+from agent.backends.base import Backend
 from agent.types import DeploySpec
 from shared.engines import SGLANG
 
@@ -21,21 +21,14 @@ class SglangBackend(Backend):
     engine = SGLANG
 
     def command(self, spec: DeploySpec) -> list[str]:
-        config = spec.config
         return [
             "python3",
             "-m",
             "sglang.launch_server",
             "--model-path",
             spec.model,
-            "--served-model-name",
-            self.served_model_name(spec),
-            "--host",
-            "0.0.0.0",
-            "--port",
-            str(self.engine_port),
+            *self.serving_args(spec),
             "--tp",
-            str(config.tensor_parallel_size or 1),
-            *self.engine.arguments(config),
-            *extra_args(config),
+            str(spec.config.tensor_parallel_size or 1),
+            *self.config_args(spec),
         ]

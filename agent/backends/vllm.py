@@ -10,7 +10,7 @@ win when given, e.g. for pipeline parallelism through ``extra_args``).
 
 from __future__ import annotations
 
-from agent.backends.base import Backend, extra_args
+from agent.backends.base import Backend
 from agent.types import DeploySpec
 from shared.engines import VLLM
 
@@ -19,14 +19,4 @@ class VllmBackend(Backend):
     engine = VLLM
 
     def command(self, spec: DeploySpec) -> list[str]:
-        return [
-            spec.model,
-            "--served-model-name",
-            self.served_model_name(spec),
-            "--host",
-            "0.0.0.0",
-            "--port",
-            str(self.engine_port),
-            *self.engine.arguments(spec.config),
-            *extra_args(spec.config),
-        ]
+        return [spec.model, *self.serving_args(spec), *self.config_args(spec)]
