@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller import appkeys
+from controller.api._revoke import delete_granting_row
 from controller.auth import API_KEY_PREFIX, identity_of, key_hint, new_api_key, token_digest
 from controller.http import Endpoint, json_response, parse_body, path_id
 from controller.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyList, ApiKeyOut
@@ -66,15 +68,15 @@ async def create_key(request: web.Request) -> web.Response:
 async def delete_key(request: web.Request) -> web.Response:
     identity = identity_of(request)
     key_id = path_id(request, "key_id", "API key")
-    async with request.app[appkeys.DATABASE].session() as session:
+
+    async def own_key(session: AsyncSession) -> ApiKey:
         row = await session.get(ApiKey, key_id)
         # Another user's key is reported missing, not forbidden: ids do not leak.
         if row is None or (not identity.is_admin and row.user_id != identity.user_id):
             raise NotFound(f"API key '{key_id}' not found")
-        await session.delete(row)
-        await session.commit()
-    request.app[appkeys.AUTH].invalidate()
-    return web.Response(status=204)
+        return row
+
+    return await delete_granting_row(request, own_key)
 
 
 ENDPOINTS = [

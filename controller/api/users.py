@@ -7,6 +7,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller import appkeys
+from controller.api._revoke import delete_granting_row
 from controller.auth import hash_password, identity_of
 from controller.http import Endpoint, json_response, parse_body, path_id
 from controller.schemas import UserCreate, UserList, UserOut, UserUpdate
@@ -98,12 +99,7 @@ async def delete_user(request: web.Request) -> web.Response:
     user_id = path_id(request, "user_id", "User")
     if user_id == identity.user_id:
         raise Conflict("You cannot delete your own account")
-    async with request.app[appkeys.DATABASE].session() as session:
-        row = await _get(session, user_id)
-        await session.delete(row)
-        await session.commit()
-    request.app[appkeys.AUTH].invalidate()
-    return web.Response(status=204)
+    return await delete_granting_row(request, lambda session: _get(session, user_id))
 
 
 ENDPOINTS = [
