@@ -190,7 +190,7 @@ async def test_the_dashboard_end_to_end(stack: Stack, browser: Browser) -> None:
 
     # -- the playground streams the reply as it is generated
     await nav.get_by_role("link", name="Playground").click()
-    await expect(page.get_by_label("Deployment")).to_have_value(MODEL)
+    await expect(page.get_by_label("Deployment", exact=True)).to_have_value(MODEL)
     await page.get_by_label("Message").fill("Say something")
     await page.get_by_role("button", name="Send").click()
     partial = page.locator(".msg.assistant p.streaming")
