@@ -21,7 +21,22 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
 
 
-class User(Base):
+class Limits:
+    """Limits a user or an API key is held to; None (NULL) is unlimited.
+
+    ``tpm`` and ``token_budget`` count prompt + completion tokens;
+    ``budget_period`` (``day`` or ``month``, UTC) is set exactly when
+    ``token_budget`` is. Enforced by the gateway (``controller.limits``).
+    """
+
+    rpm: Mapped[int | None] = mapped_column(Integer, default=None)
+    tpm: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    max_parallel: Mapped[int | None] = mapped_column(Integer, default=None)
+    token_budget: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    budget_period: Mapped[str | None] = mapped_column(String(8), default=None)
+
+
+class User(Limits, Base):
     __tablename__ = "users"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -33,7 +48,7 @@ class User(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
-class ApiKey(Base):
+class ApiKey(Limits, Base):
     __tablename__ = "api_keys"
     __table_args__ = (Index("ix_api_keys_user_name", "user_id", "name", unique=True),)
 
