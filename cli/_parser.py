@@ -58,15 +58,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# How a user is referred to on the command line.
+BY_USERNAME = "id or username"
+
 # Only a type: the class is not subscriptable at run time.
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _leaf(
-    subs: Subparsers, name: str, handler: cmd.Handler, common: argparse.ArgumentParser, help: str
+    subs: Subparsers,
+    name: str,
+    handler: cmd.Handler,
+    common: argparse.ArgumentParser,
+    help: str,
+    *,
+    ref: str | None = None,
+    ref_help: str = "id or name",
 ) -> argparse.ArgumentParser:
+    """A command; ``ref`` names the metavar of its positional reference (``args.ref``)."""
     leaf = subs.add_parser(name, help=help, description=help, parents=[common])
     leaf.set_defaults(handler=handler)
+    if ref is not None:
+        leaf.add_argument("ref", metavar=ref, help=ref_help)
     return leaf
 
 
@@ -97,8 +110,7 @@ def _deployments(groups: Subparsers, common: argparse.ArgumentParser) -> None:
     listing.add_argument("--status", help="only deployments in this status")
     listing.add_argument("--worker", metavar="WORKER", help="only this worker's (id or name)")
     listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
-    get = _leaf(subs, "get", cmd.deployments_get, common, "show one deployment")
-    get.add_argument("ref", metavar="DEPLOYMENT", help="id or name")
+    _leaf(subs, "get", cmd.deployments_get, common, "show one deployment", ref="DEPLOYMENT")
     create = _leaf(subs, "create", cmd.deployments_create, common, "create a deployment")
     create.add_argument("name", metavar="NAME", help="lowercase, [a-z0-9][a-z0-9._-]*")
     create.add_argument("--model", "-m", required=True, help="e.g. Qwen/Qwen2.5-0.5B-Instruct")
@@ -112,10 +124,9 @@ def _deployments(groups: Subparsers, common: argparse.ArgumentParser) -> None:
         help="engine setting, VALUE read as JSON when it parses (repeatable)",
     )
     create.add_argument("--config-json", metavar="JSON", help="engine settings as a JSON object")
-    delete = _leaf(subs, "delete", cmd.deployments_delete, common, "delete a deployment")
-    delete.add_argument("ref", metavar="DEPLOYMENT", help="id or name")
-    logs = _leaf(subs, "logs", cmd.deployments_logs, common, "print a deployment's engine logs")
-    logs.add_argument("ref", metavar="DEPLOYMENT", help="id or name")
+    _leaf(subs, "delete", cmd.deployments_delete, common, "delete a deployment", ref="DEPLOYMENT")
+    about = "print a deployment's engine logs"
+    logs = _leaf(subs, "logs", cmd.deployments_logs, common, about, ref="DEPLOYMENT")
     logs.add_argument("--lines", "-n", type=int, default=100, help="last N lines (default 100)")
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
     logs.add_argument(
@@ -126,8 +137,8 @@ def _deployments(groups: Subparsers, common: argparse.ArgumentParser) -> None:
 def _workers(groups: Subparsers, common: argparse.ArgumentParser) -> None:
     subs = _group(groups, "workers", "list and inspect GPU hosts")
     _leaf(subs, "list", cmd.workers_list, common, "list workers")
-    get = _leaf(subs, "get", cmd.workers_get, common, "show one worker, its GPUs and deployments")
-    get.add_argument("ref", metavar="WORKER", help="id or name")
+    about = "show one worker, its GPUs and deployments"
+    _leaf(subs, "get", cmd.workers_get, common, about, ref="WORKER")
 
 
 def _keys(groups: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -135,8 +146,7 @@ def _keys(groups: Subparsers, common: argparse.ArgumentParser) -> None:
     _leaf(subs, "list", cmd.keys_list, common, "list API keys")
     create = _leaf(subs, "create", cmd.keys_create, common, "create a key (shown once)")
     create.add_argument("name", metavar="NAME")
-    delete = _leaf(subs, "delete", cmd.keys_delete, common, "delete (revoke) a key")
-    delete.add_argument("ref", metavar="KEY", help="id or name")
+    _leaf(subs, "delete", cmd.keys_delete, common, "delete (revoke) a key", ref="KEY")
 
 
 def _users(groups: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -147,13 +157,15 @@ def _users(groups: Subparsers, common: argparse.ArgumentParser) -> None:
     create.add_argument("--email")
     create.add_argument("--admin", action="store_true", help="make the user an admin")
     _password_stdin(create)
-    update = _leaf(subs, "update", cmd.users_update, common, "change email, role or password")
-    update.add_argument("ref", metavar="USER", help="id or username")
+    about = "change email, role or password"
+    update = _leaf(
+        subs, "update", cmd.users_update, common, about, ref="USER", ref_help=BY_USERNAME
+    )
     update.add_argument("--email", help='new address ("" clears it)')
     update.add_argument(
         "--admin", action=argparse.BooleanOptionalAction, help="grant or revoke admin"
     )
     update.add_argument("--password", action="store_true", help="prompt for a new password")
     _password_stdin(update)
-    delete = _leaf(subs, "delete", cmd.users_delete, common, "delete a user and their keys")
-    delete.add_argument("ref", metavar="USER", help="id or username")
+    about = "delete a user and their keys"
+    _leaf(subs, "delete", cmd.users_delete, common, about, ref="USER", ref_help=BY_USERNAME)

@@ -1,8 +1,11 @@
 """What every handler shares: the parsed ``Context`` and small helpers.
 
 ``Context`` turns the global options into a controller URL and a signed-in
-``ApiClient``; ``resolve`` accepts an id or a unique name wherever a command
-takes a reference; ``read_secret`` reads a password from a terminal or stdin.
+``ApiClient`` and prints an answer (``Context.show``: the API's JSON under
+``--json``, else text for people); ``resolve`` accepts an id or a unique name
+wherever a command takes a reference; ``show_table`` and ``delete_named`` are the
+``list`` and ``delete`` of every collection; ``read_secret`` reads a password from a
+terminal or stdin.
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ import argparse
 import getpass
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cli import _config
 from cli._client import ApiClient
-from cli._errors import ApiError, AuthError, UsageError
+from cli._errors import EXIT_OK, ApiError, AuthError, UsageError
+from cli._output import Column, print_json, print_table
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 _LIST_LIMIT = 1000
@@ -42,6 +47,14 @@ class Context:
             raise AuthError(401, f"not signed in to {url}: {hint}")
         return ApiClient(url, token)
 
+    def show(self, body: Any, human: Callable[[], None]) -> int:
+        """``body`` as JSON under ``--json``, else what ``human`` prints; the exit code."""
+        if self.as_json:
+            print_json(body)
+        else:
+            human()
+        return EXIT_OK
+
 
 Handler = Callable[[Context], int]
 
@@ -63,6 +76,21 @@ def resolve(client: ApiClient, collection: str, ref: str, key: str) -> str:
     if len(matches) > 1:
         raise UsageError(f"{len(matches)} {collection} have the {key} {ref!r}; use the id")
     return str(matches[0]["id"])
+
+
+def show_table(ctx: Context, path: str, columns: Sequence[Column]) -> int:
+    """A collection's items as a table."""
+    body = ctx.client().get(path)
+    return ctx.show(body, lambda: print_table(body["items"], columns))
+
+
+def delete_named(ctx: Context, collection: str, key: str, noun: str) -> int:
+    """Delete ``ctx.args.ref`` (an id, or the ``key`` of one item) from ``collection``."""
+    client = ctx.client()
+    client.delete(f"/api/{collection}/{resolve(client, collection, ctx.args.ref, key)}")
+    if not ctx.as_json:
+        say(f"deleted {noun} {ctx.args.ref}")
+    return EXIT_OK
 
 
 def read_secret(prompt: str, from_stdin: bool, *, confirm: bool = False) -> str:

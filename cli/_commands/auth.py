@@ -6,7 +6,7 @@ from cli import _config
 from cli._commands._context import Context, read_secret, say
 from cli._commands.users import USER_COLUMNS
 from cli._errors import EXIT_OK
-from cli._output import print_fields, print_json
+from cli._output import print_fields
 
 
 def login(ctx: Context) -> int:
@@ -16,11 +16,10 @@ def login(ctx: Context) -> int:
         "/api/auth/login", {"username": ctx.args.username, "password": password}
     )
     path = _config.save(_config.StoredLogin(url, body["access_token"], ctx.args.username))
-    if ctx.as_json:
-        print_json({"url": url, "username": ctx.args.username, "config": str(path)})
-    else:
-        say(f"signed in to {url} as {ctx.args.username}; token stored in {path}")
-    return EXIT_OK
+    return ctx.show(
+        {"url": url, "username": ctx.args.username, "config": str(path)},
+        lambda: say(f"signed in to {url} as {ctx.args.username}; token stored in {path}"),
+    )
 
 
 def logout(ctx: Context) -> int:
@@ -33,8 +32,4 @@ def logout(ctx: Context) -> int:
 
 def whoami(ctx: Context) -> int:
     user = ctx.client().get("/api/auth/me")
-    if ctx.as_json:
-        print_json(user)
-    else:
-        print_fields(user, USER_COLUMNS)
-    return EXIT_OK
+    return ctx.show(user, lambda: print_fields(user, USER_COLUMNS))

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from cli._client import ApiClient
-from cli._commands._context import Context, resolve, say
+from cli._commands._context import Context, delete_named, resolve, say
 from cli._errors import EXIT_OK, UsageError
 from cli._output import Row, col, print_fields, print_json, print_table
 
@@ -23,6 +23,17 @@ DEPLOYMENT_COLUMNS = [
     col("Created", "created_at"),
 ]
 
+# ``deployments get``: the table's columns and what only one deployment shows.
+_FIELDS = [
+    *DEPLOYMENT_COLUMNS[:5],
+    col("Message", "status_message"),
+    *DEPLOYMENT_COLUMNS[5:],
+    col("GPUs", "gpu_indices"),
+    col("Container", "container_id"),
+    col("Updated", "updated_at"),
+    col("Config"),
+]
+
 
 def _with_worker_names(client: ApiClient, rows: list[Row]) -> list[Row]:
     names = {w["id"]: w["name"] for w in client.get("/api/workers")["items"]}
@@ -35,33 +46,15 @@ def deployments_list(ctx: Context) -> int:
     if ctx.args.worker:
         params["worker_id"] = resolve(client, "workers", ctx.args.worker, "name")
     body = client.get("/api/deployments", params)
-    if ctx.as_json:
-        print_json(body)
-    else:
-        print_table(_with_worker_names(client, body["items"]), DEPLOYMENT_COLUMNS)
-    return EXIT_OK
+    return ctx.show(
+        body, lambda: print_table(_with_worker_names(client, body["items"]), DEPLOYMENT_COLUMNS)
+    )
 
 
 def deployments_get(ctx: Context) -> int:
     client = ctx.client()
     body = client.get(f"/api/deployments/{resolve(client, 'deployments', ctx.args.ref, 'name')}")
-    if ctx.as_json:
-        print_json(body)
-        return EXIT_OK
-    row = _with_worker_names(client, [body])[0]
-    print_fields(
-        row,
-        [
-            *DEPLOYMENT_COLUMNS[:5],
-            col("Message", "status_message"),
-            *DEPLOYMENT_COLUMNS[5:],
-            col("GPUs", "gpu_indices"),
-            col("Container", "container_id"),
-            col("Updated", "updated_at"),
-            col("Config"),
-        ],
-    )
-    return EXIT_OK
+    return ctx.show(body, lambda: print_fields(_with_worker_names(client, [body])[0], _FIELDS))
 
 
 def deployments_create(ctx: Context) -> int:
@@ -76,20 +69,16 @@ def deployments_create(ctx: Context) -> int:
     if args.worker:
         body["worker_id"] = resolve(client, "workers", args.worker, "name")
     created = client.post("/api/deployments", body)
-    if ctx.as_json:
-        print_json(created)
-    else:
-        say(f"created deployment {created['name']} (id {created['id']}, {created['status']})")
-    return EXIT_OK
+    return ctx.show(
+        created,
+        lambda: say(
+            f"created deployment {created['name']} (id {created['id']}, {created['status']})"
+        ),
+    )
 
 
 def deployments_delete(ctx: Context) -> int:
-    client = ctx.client()
-    deployment_id = resolve(client, "deployments", ctx.args.ref, "name")
-    client.delete(f"/api/deployments/{deployment_id}")
-    if not ctx.as_json:
-        say(f"deleted deployment {ctx.args.ref}")
-    return EXIT_OK
+    return delete_named(ctx, "deployments", "name", "deployment")
 
 
 def deployments_logs(ctx: Context) -> int:

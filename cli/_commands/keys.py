@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from cli._commands._context import Context, resolve, say
-from cli._errors import EXIT_OK
-from cli._output import Column, col, print_json, print_table
+from cli._commands._context import Context, delete_named, say, show_table
+from cli._output import Column, Row, col
 
 KEY_COLUMNS = [
     col("ID"),
@@ -17,27 +16,18 @@ KEY_COLUMNS = [
 
 
 def keys_list(ctx: Context) -> int:
-    body = ctx.client().get("/api/api-keys")
-    if ctx.as_json:
-        print_json(body)
-    else:
-        print_table(body["items"], KEY_COLUMNS)
-    return EXIT_OK
+    return show_table(ctx, "/api/api-keys", KEY_COLUMNS)
 
 
 def keys_create(ctx: Context) -> int:
     created = ctx.client().post("/api/api-keys", {"name": ctx.args.name})
-    if ctx.as_json:
-        print_json(created)
-    else:
-        say(f"created API key {created['name']} (id {created['id']}):\n\n    {created['key']}\n")
-        say("Store it now: it is not shown again.")
-    return EXIT_OK
+    return ctx.show(created, lambda: _say_created(created))
+
+
+def _say_created(created: Row) -> None:
+    say(f"created API key {created['name']} (id {created['id']}):\n\n    {created['key']}\n")
+    say("Store it now: it is not shown again.")
 
 
 def keys_delete(ctx: Context) -> int:
-    client = ctx.client()
-    client.delete(f"/api/api-keys/{resolve(client, 'api-keys', ctx.args.ref, 'name')}")
-    if not ctx.as_json:
-        say(f"deleted API key {ctx.args.ref}")
-    return EXIT_OK
+    return delete_named(ctx, "api-keys", "name", "API key")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cli._commands._context import Context, read_secret, resolve, say
-from cli._errors import EXIT_OK, UsageError
-from cli._output import col, print_json, print_table
+from cli._commands._context import Context, delete_named, read_secret, resolve, say, show_table
+from cli._errors import UsageError
+from cli._output import col
 
 USER_COLUMNS = [
     col("ID"),
@@ -18,12 +18,7 @@ USER_COLUMNS = [
 
 
 def users_list(ctx: Context) -> int:
-    body = ctx.client().get("/api/users")
-    if ctx.as_json:
-        print_json(body)
-    else:
-        print_table(body["items"], USER_COLUMNS)
-    return EXIT_OK
+    return show_table(ctx, "/api/users", USER_COLUMNS)
 
 
 def users_create(ctx: Context) -> int:
@@ -34,11 +29,9 @@ def users_create(ctx: Context) -> int:
     if args.email:
         body["email"] = args.email
     created = client.post("/api/users", body)
-    if ctx.as_json:
-        print_json(created)
-    else:
-        say(f"created user {created['username']} (id {created['id']})")
-    return EXIT_OK
+    return ctx.show(
+        created, lambda: say(f"created user {created['username']} (id {created['id']})")
+    )
 
 
 def users_update(ctx: Context) -> int:
@@ -55,16 +48,8 @@ def users_update(ctx: Context) -> int:
         raise UsageError("nothing to update: pass --email, --admin/--no-admin or a password")
     user_id = resolve(client, "users", args.ref, "username")
     updated = client.patch(f"/api/users/{user_id}", body)
-    if ctx.as_json:
-        print_json(updated)
-    else:
-        say(f"updated user {updated['username']}")
-    return EXIT_OK
+    return ctx.show(updated, lambda: say(f"updated user {updated['username']}"))
 
 
 def users_delete(ctx: Context) -> int:
-    client = ctx.client()
-    client.delete(f"/api/users/{resolve(client, 'users', ctx.args.ref, 'username')}")
-    if not ctx.as_json:
-        say(f"deleted user {ctx.args.ref}")
-    return EXIT_OK
+    return delete_named(ctx, "users", "username", "user")

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from cli._commands._context import Context, resolve, say
+from cli._commands._context import Context, resolve, say, show_table
 from cli._commands.deployments import DEPLOYMENT_COLUMNS
-from cli._errors import EXIT_OK
-from cli._output import Column, Row, col, print_fields, print_json, print_table
+from cli._output import Column, Row, col, print_fields, print_table
 
 
 def _gpus(row: Row) -> str:
@@ -37,24 +36,19 @@ GPU_COLUMNS = [
 
 
 def workers_list(ctx: Context) -> int:
-    body = ctx.client().get("/api/workers")
-    if ctx.as_json:
-        print_json(body)
-    else:
-        print_table(body["items"], WORKER_COLUMNS)
-    return EXIT_OK
+    return show_table(ctx, "/api/workers", WORKER_COLUMNS)
 
 
 def workers_get(ctx: Context) -> int:
     client = ctx.client()
     body = client.get(f"/api/workers/{resolve(client, 'workers', ctx.args.ref, 'name')}")
-    if ctx.as_json:
-        print_json(body)
-        return EXIT_OK
+    return ctx.show(body, lambda: _print_worker(body))
+
+
+def _print_worker(body: Row) -> None:
     print_fields(body, [*WORKER_COLUMNS, col("Runtime error", "runtime_error")])
     say("\nGPUs:")
     print_table((body.get("gpu_info") or {}).get("devices") or [], GPU_COLUMNS)
     say("\nDeployments:")
     columns = [c for c in DEPLOYMENT_COLUMNS if c.header != "Worker"]
     print_table(body.get("deployments") or [], columns)
-    return EXIT_OK
