@@ -10,6 +10,8 @@
 set -euo pipefail
 
 say() { echo "ensure-browser: $*" >&2; }
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 BROWSER=/usr/bin/chromium
 if [ -x "$BROWSER" ]; then
@@ -18,13 +20,6 @@ if [ -x "$BROWSER" ]; then
 fi
 [ "$(id -u)" = 0 ] || { say "chromium is not installed; run as root to install it"; exit 1; }
 say "installing Debian's chromium"
-export DEBIAN_FRONTEND=noninteractive
-out="$(mktemp)"
-trap 'rm -f "$out"' EXIT
-if ! { apt-get update -q && apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core; } >"$out" 2>&1; then
-    cat "$out" >&2
-    say "installing chromium failed"
-    exit 1
-fi
+apt_install chromium fonts-dejavu-core
 [ -x "$BROWSER" ] || { say "chromium installed but $BROWSER is missing"; exit 1; }
 echo "$BROWSER"

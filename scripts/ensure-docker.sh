@@ -25,6 +25,8 @@ WAIT="${LMSTACK_DOCKERD_WAIT:-60}"
 SOCK=/var/run/docker.sock
 
 say() { echo "ensure-docker: $*" >&2; }
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then
@@ -42,21 +44,6 @@ if docker info >/dev/null 2>&1; then
     exit 0
 fi
 
-apt_install() {
-    # Quiet on success; the whole apt output when it fails.
-    local out
-    out="$(mktemp)"
-    if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "$@"; } \
-        >"$out" 2>&1; then
-        say "apt-get install $* failed:"
-        tail -n 30 "$out" >&2
-        rm -f "$out"
-        exit 1
-    fi
-    rm -f "$out"
-}
-
-export DEBIAN_FRONTEND=noninteractive
 if ! command -v dockerd >/dev/null; then
     say "dockerd not found; installing Debian's docker.io"
     apt_install docker.io

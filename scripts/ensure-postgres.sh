@@ -16,6 +16,8 @@
 set -euo pipefail
 
 say() { echo "ensure-postgres: $*" >&2; }
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [ $# = 1 ] || { say "usage: $0 DIR"; exit 2; }
 if [ -n "${LMSTACK_TEST_DATABASE_URL:-}" ]; then
@@ -35,18 +37,7 @@ bin_dir() {
 install_postgres() {
     [ "$(id -u)" = 0 ] || { say "PostgreSQL is not installed; run as root to install it"; exit 1; }
     say "installing Debian's postgresql"
-    local out
-    out="$(mktemp)"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! { apt-get install -y -qq --no-install-recommends postgresql ||
-        { apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql; }; } \
-        >"$out" 2>&1; then
-        say "apt-get install postgresql failed:"
-        tail -n 30 "$out" >&2
-        rm -f "$out"
-        exit 1
-    fi
-    rm -f "$out"
+    apt_install postgresql
 }
 
 # Runs a server binary as the cluster's owner.

@@ -8,6 +8,8 @@
 set -euo pipefail
 
 say() { echo "ensure-test-tools: $*" >&2; }
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 missing_packages() {
     command -v /usr/sbin/sshd >/dev/null || echo openssh-server
@@ -15,20 +17,16 @@ missing_packages() {
     { command -v systemd-analyze && command -v systemctl; } >/dev/null || echo systemd
 }
 
-apt_install() {
+install_packages() {
     [ "$(id -u)" = 0 ] || { say "run as root to install: $*"; exit 1; }
     say "installing $*"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y --no-install-recommends "$@" >/dev/null 2>&1 || {
-        apt-get update >/dev/null
-        apt-get install -y --no-install-recommends "$@" >/dev/null
-    }
+    apt_install "$@"
 }
 
 main() {
     local -a packages
     mapfile -t packages < <(missing_packages)
-    if [ ${#packages[@]} -gt 0 ]; then apt_install "${packages[@]}"; fi
+    if [ ${#packages[@]} -gt 0 ]; then install_packages "${packages[@]}"; fi
     mkdir -p /run/sshd && chmod 0755 /run/sshd
 }
 
