@@ -6,6 +6,13 @@ OpenAPI document); from then on the typed object travels: to the scheduler, into
 the database and onto the wire as ``to_mapping()``, and back with
 ``from_mapping()``, which the agent uses to rebuild it from ``Deploy.config_json``.
 
+Three keys are the gateway's, not the engine's, and no engine has a flag for
+them (``registry.Engine.flags``), so they never reach a command line:
+``max_parallel`` (requests forwarded at once), ``max_queued`` (requests waiting
+beyond those; default ``4 * max_parallel``) and ``queue_timeout`` (seconds one
+waits; default 30). The last two require the first. See
+``controller.gateway.admission``.
+
 Wire and storage format: a JSON object holding only the keys that are set, so a
 config round-trips unchanged (``from_mapping(c.to_mapping()) == c``). Keys this
 version does not know are dropped by ``from_mapping``: the agent ignored them
@@ -69,6 +76,36 @@ class EngineConfig(BaseModel):
         description="Pin these GPU indices (unique; as many as gpu_count when both "
         "are given; a multiple of tensor_parallel_size).",
     )
+
+    # Gateway admission (``controller.gateway.admission``); no engine flag reads them.
+    max_parallel: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Requests forwarded to the engine at once; further ones wait in a "
+        "bounded queue (max_queued, queue_timeout), then get 429. Unset: no limit.",
+    )
+    max_queued: int | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description="Requests that may wait for a slot (needs max_parallel; default "
+        "4 x max_parallel; 0: refuse at once when all slots are busy).",
+    )
+    queue_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description="Seconds a request may wait for a slot before it gets 429 (needs "
+        "max_parallel; default 30).",
+    )
+
+    @field_validator("max_queued", "queue_timeout")
+    @classmethod
+    def _needs_max_parallel(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and info.data.get("max_parallel") is None:
+            raise ValueError("only applies with max_parallel")
+        return value
 
     @field_validator("gpu_count")
     @classmethod
