@@ -92,10 +92,12 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
     if body["model"] != route.served_model:
         body["model"] = route.served_model
         unchanged = None
-    return await gateway.proxy.forward(request, identity, route, body, raw=unchanged)
+    # The deployment's gate comes after the key's and user's limits.
+    async with gateway.admission.admit(route, request):
+        return await gateway.proxy.forward(request, identity, route, body, raw=unchanged)
 
 
-_ERRORS = (400, 401, 404, 502, 503, 504)
+_ERRORS = (400, 401, 404, 429, 502, 503, 504)
 
 ENDPOINTS = [
     Endpoint(

@@ -10,6 +10,8 @@ Guarantees:
   entry expiring under load costs one query, not one per request in flight.
 * A load that started before an invalidation is not cached: it may have read
   the state the invalidation announced as changed.
+* Each route carries its deployment's admission limits (``admission``), so a
+  changed config reaches the gate when the entry reloads.
 
 Concurrency: event loop only.
 """
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from controller.gateway.admission import AdmissionLimits
 from controller.singleflight import SingleFlight
 from controller.store import Database, Deployment, Worker
 from shared.engines import EngineConfig, served_model_name
@@ -38,6 +41,8 @@ class Route:
     host: str  # empty while the worker has no address
     port: int  # 0 while the deployment has no port
     created: int
+    # The deployment's gate (``admission.Admission``); None: no max_parallel.
+    admission: AdmissionLimits | None = None
 
     @property
     def reachable(self) -> bool:
@@ -102,15 +107,15 @@ class RouteTable:
 
 
 def _route(row: Deployment, address: str | None) -> Route:
+    config = EngineConfig.from_mapping(row.config)
     return Route(
         deployment_id=row.id,
         name=row.name,
-        served_model=served_model_name(
-            row.backend, row.name, row.model, EngineConfig.from_mapping(row.config)
-        ),
+        served_model=served_model_name(row.backend, row.name, row.model, config),
         status=row.status,
         worker_id=row.worker_id,
         host=(address or "").strip("[]"),
         port=row.port or 0,
         created=int(row.created_at.timestamp()),
+        admission=AdmissionLimits.of(config),
     )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from controller.auth import Authenticator
 from controller.fleet import Fleet
+from controller.gateway.admission import Admission
 from controller.gateway.proxy import Proxy
 from controller.gateway.routes import RouteTable
 from controller.gateway.usage import UsageRecorder
@@ -22,6 +23,8 @@ class Gateway:
     usage: UsageRecorder
     auth: Authenticator
     fleet: Fleet
+    # Per-deployment max_parallel gates (state only: nothing to start or stop).
+    admission: Admission = field(default_factory=Admission)
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
