@@ -122,6 +122,16 @@ async def browser(chromium: str) -> AsyncIterator[Browser]:
         await launched.close()
 
 
+def narrate(page: Page) -> Page:
+    """Print what the page says and fetches: pytest shows it with a failure,
+    so a page that never rendered says why (console errors, refused calls)."""
+    page.on("console", lambda m: print(f"console {m.type}: {m.text}"))
+    page.on("pageerror", lambda e: print(f"page error: {e}"))
+    page.on("requestfailed", lambda r: print(f"failed: {r.method} {r.url} {r.failure}"))
+    page.on("response", lambda r: print(f"{r.status} {r.request.method} {r.url}"))
+    return page
+
+
 async def shot(page: Page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
@@ -143,7 +153,7 @@ async def test_the_dashboard_end_to_end(stack: Stack, browser: Browser) -> None:
     )
     assert status == 201
     context = await browser.new_context(viewport={"width": 1366, "height": 800})
-    page = await context.new_page()
+    page = narrate(await context.new_page())
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
 
@@ -288,7 +298,7 @@ async def test_a_page_left_while_loading_never_covers_the_next(
     stack: Stack, browser: Browser
 ) -> None:
     context = await browser.new_context(viewport={"width": 1366, "height": 800})
-    page = await context.new_page()
+    page = narrate(await context.new_page())
     await sign_in(page, stack.ctl.url, "admin", "admin-password-1")
     await expect(page.locator("[data-testid=workers-online]")).to_have_text("1")
 
