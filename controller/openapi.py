@@ -24,6 +24,7 @@ _REASONS = {
     404: "Not found",
     409: "Conflict",
     422: "Invalid input; `errors` names each offending field",
+    429: "Refused by a limit; retry after `Retry-After` seconds",
     502: "The engine could not be reached or broke off",
     503: "Not available now (worker offline, deployment not running)",
     504: "Timed out waiting for the agent or the engine",
