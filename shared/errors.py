@@ -10,6 +10,7 @@
      │    ├── NotFound            404
      │    ├── Conflict            409
      │    ├── ValidationFailed    422, with per-field errors
+     │    ├── RateLimited         429, a key's or user's rate limit or token budget
      │    ├── ServiceUnavailable  503 (worker offline, agent not connected)
      │    └── GatewayTimeout      504 (the agent did not answer in time)
      ├── AgentError             the agent side failed
@@ -78,6 +79,23 @@ class ValidationFailed(APIError):
     def __init__(self, detail: str, errors: list[dict[str, Any]] | None = None) -> None:
         super().__init__(detail)
         self.errors = errors or []
+
+
+class RateLimited(APIError):
+    """429: a limit refused the request. ``type`` and ``code`` are OpenAI's
+    (``rate_limit_exceeded`` or ``insufficient_quota``; the limit's name), ``retry_after``
+    the seconds until it would be admitted, ``headers`` what the answer carries."""
+
+    status_code = 429
+
+    def __init__(
+        self, detail: str, *, type: str, code: str, retry_after: float, headers: dict[str, str]
+    ) -> None:
+        super().__init__(detail)
+        self.type = type
+        self.code = code
+        self.retry_after = retry_after
+        self.headers = headers
 
 
 class ServiceUnavailable(APIError):
