@@ -3,7 +3,7 @@ both validation and the OpenAPI document."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 from pydantic import (
@@ -12,9 +12,11 @@ from pydantic import (
     Field,
     PlainSerializer,
     StringConstraints,
-    model_validator,
+    ValidationInfo,
+    field_validator,
 )
 
+from controller.limits.periods import BudgetPeriod
 from controller.store.timeutil import iso_z
 from shared import status
 from shared.engines import BackendName, EngineConfig
@@ -215,6 +217,53 @@ class ContainerList(BaseModel):
     containers: list[ContainerOut]
 
 
+# ---------------------------------------------------------------- limits
+
+# Bounds of the columns: rpm and max_parallel are INTEGER, tpm and budgets BIGINT.
+_INT_MAX = 2**31 - 1
+_BIGINT_MAX = 2**63 - 1
+
+
+class Limits(Strict):
+    """What a user or an API key is held to; null: unlimited. A key's calls are
+    held to both the key's and its user's limits (the stricter wins)."""
+
+    rpm: int | None = Field(default=None, ge=1, le=_INT_MAX, description="Requests per minute")
+    tpm: int | None = Field(
+        default=None, ge=1, le=_BIGINT_MAX, description="Prompt + completion tokens per minute"
+    )
+    max_parallel: int | None = Field(
+        default=None, ge=1, le=_INT_MAX, description="Requests in flight at once"
+    )
+    token_budget: int | None = Field(
+        default=None, ge=1, le=_BIGINT_MAX, description="Prompt + completion tokens per period"
+    )
+    budget_period: BudgetPeriod | None = Field(
+        default=None,
+        validate_default=True,
+        description="UTC day or month; month when token_budget is set and this is not",
+    )
+
+    @field_validator("budget_period")
+    @classmethod
+    def _period_of_a_budget(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if "token_budget" not in info.data:
+            return value  # token_budget itself is invalid, and reported
+        has_budget = info.data["token_budget"] is not None
+        if value is not None and not has_budget:
+            raise ValueError("budget_period needs token_budget")
+        return "month" if value is None and has_budget else value
+
+
+class Budget(BaseModel):
+    """A token budget in its current UTC period."""
+
+    period: BudgetPeriod
+    used: int = Field(description="Prompt + completion tokens used in this period")
+    remaining: int = Field(description="Tokens left in this period (0 when exhausted)")
+    resets_at: Timestamp = Field(description="Start of the next period (UTC)")
+
+
 # ---------------------------------------------------------------- api keys
 
 
@@ -222,6 +271,15 @@ class ApiKeyCreate(Strict):
     name: str = Field(min_length=1, max_length=128)
     # Deployment names the key may call through the gateway; omitted or null: all.
     allowed_deployments: list[DeploymentName] | None = Field(default=None, max_length=1000)
+    limits: Limits | None = None
+
+
+class ApiKeyUpdate(Strict):
+    """Given fields replace the key's; ``limits`` replaces all five (null or {}: none)."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=128)
+    allowed_deployments: list[DeploymentName] | None = Field(default=None, max_length=1000)
+    limits: Limits | None = None
 
 
 class ApiKeyCreated(BaseModel):
@@ -231,6 +289,8 @@ class ApiKeyCreated(BaseModel):
     prefix: str
     hint: str
     allowed_deployments: list[str] | None
+    limits: Limits
+    budget: Budget | None
     created_at: Timestamp
 
 
@@ -241,6 +301,8 @@ class ApiKeyOut(BaseModel):
     hint: str
     user_id: str
     allowed_deployments: list[str] | None
+    limits: Limits
+    budget: Budget | None = Field(description="null without a token budget")
     created_at: Timestamp
     last_used: Timestamp | None
 
@@ -257,12 +319,16 @@ class UserCreate(Strict):
     email: Email | None = None
     password: Password
     is_admin: bool = False
+    limits: Limits | None = None
 
 
 class UserUpdate(Strict):
     email: Email | None = None
     password: Password | None = None
     is_admin: bool | None = None
+    limits: Limits | None = Field(
+        default=None, description="Replaces the user's limits (null or {}: none)"
+    )
 
 
 class UserOut(BaseModel):
@@ -270,52 +336,13 @@ class UserOut(BaseModel):
     username: str
     email: str | None
     is_admin: bool
+    limits: Limits
+    budget: Budget | None = Field(description="null without a token budget")
     created_at: Timestamp
 
 
 class UserList(BaseModel):
     items: list[UserOut]
-
-
-# ---------------------------------------------------------------- usage
-
-
-class UsageQuery(Query):
-    api_key_id: str | None = None
-    deployment_id: str | None = None
-    deployment: str | None = Field(default=None, description="Deployment name")
-    start: date | None = Field(default=None, description="First day, inclusive (UTC)")
-    end: date | None = Field(default=None, description="Last day, inclusive (UTC)")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> UsageQuery:
-        if self.start is not None and self.end is not None and self.end < self.start:
-            raise ValueError("end is before start")
-        return self
-
-
-class UsageRow(BaseModel):
-    date: str
-    api_key_id: str | None = Field(description="null for calls made with a login token")
-    user_id: str
-    deployment_id: str
-    deployment_name: str
-    requests: int
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class UsageTotals(BaseModel):
-    requests: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-
-
-class UsageList(BaseModel):
-    items: list[UsageRow]
-    totals: UsageTotals
 
 
 # ---------------------------------------------------------------- gateway (documented only)

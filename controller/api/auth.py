@@ -6,6 +6,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from controller import appkeys
+from controller.api.users import user_out
 from controller.auth import identity_of
 from controller.http import Endpoint, json_response, parse_body
 from controller.schemas import LoginRequest, LoginResponse, UserOut
@@ -23,9 +24,9 @@ async def me(request: web.Request) -> web.Response:
     identity = identity_of(request)
     async with request.app[appkeys.DATABASE].session() as session:
         user = await session.scalar(select(User).where(User.id == identity.user_id))
-    if user is None:
-        raise Unauthorized("The account behind this token no longer exists")
-    return json_response(UserOut.model_validate(user, from_attributes=True))
+        if user is None:
+            raise Unauthorized("The account behind this token no longer exists")
+        return json_response(await user_out(request, session, user))
 
 
 ENDPOINTS = [

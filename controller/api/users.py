@@ -1,4 +1,8 @@
-"""``/api/users``: user management (admins only)."""
+"""``/api/users``: user management (admins only).
+
+Every answer shows the user's limits and, when they have a token budget, what
+is left of it this period (all of the user's calls count).
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,36 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller import appkeys
+from controller.api._limits import current_usage, limits_of, set_limits, user_budgets
 from controller.api._revoke import delete_granting_row
 from controller.auth import hash_password, identity_of
 from controller.http import Endpoint, json_response, parse_body, path_id
 from controller.schemas import UserCreate, UserList, UserOut, UserUpdate
 from controller.store import LoginToken, User, commit_or_conflict
+from controller.store.timeutil import utcnow
 from shared.errors import Conflict, NotFound
 
 
-def user_out(row: User) -> UserOut:
-    return UserOut.model_validate(row, from_attributes=True)
+async def user_outs(request: web.Request, session: AsyncSession, rows: list[User]) -> list[UserOut]:
+    await current_usage(request)
+    budgets = await user_budgets(session, rows, utcnow())
+    return [
+        UserOut(
+            id=row.id,
+            username=row.username,
+            email=row.email,
+            is_admin=row.is_admin,
+            limits=limits_of(row),
+            budget=budgets.get(row.id),
+            created_at=row.created_at,
+        )
+        for row in rows
+    ]
+
+
+async def user_out(request: web.Request, session: AsyncSession, row: User) -> UserOut:
+    [out] = await user_outs(request, session, [row])
+    return out
 
 
 async def _get(session: AsyncSession, user_id: str) -> User:
@@ -41,14 +65,14 @@ async def _ensure_unique(
 
 async def list_users(request: web.Request) -> web.Response:
     async with request.app[appkeys.DATABASE].session() as session:
-        rows = await session.scalars(select(User).order_by(User.created_at, User.id))
-        return json_response(UserList(items=[user_out(r) for r in rows]))
+        rows = list(await session.scalars(select(User).order_by(User.created_at, User.id)))
+        return json_response(UserList(items=await user_outs(request, session, rows)))
 
 
 async def get_user(request: web.Request) -> web.Response:
     user_id = path_id(request, "user_id", "User")
     async with request.app[appkeys.DATABASE].session() as session:
-        return json_response(user_out(await _get(session, user_id)))
+        return json_response(await user_out(request, session, await _get(session, user_id)))
 
 
 async def create_user(request: web.Request) -> web.Response:
@@ -62,9 +86,10 @@ async def create_user(request: web.Request) -> web.Response:
             is_admin=body.is_admin,
             password_hash=await hash_password(body.password, rounds),
         )
+        set_limits(row, body.limits)
         session.add(row)
         await commit_or_conflict(session, "Username or email already in use")
-    return json_response(user_out(row), 201)
+        return json_response(await user_out(request, session, row), 201)
 
 
 async def update_user(request: web.Request) -> web.Response:
@@ -85,9 +110,12 @@ async def update_user(request: web.Request) -> web.Response:
             row.password_hash = await hash_password(body.password, rounds)
             # A new password signs the user out everywhere else.
             await session.execute(delete(LoginToken).where(LoginToken.user_id == row.id))
+        if "limits" in given:
+            set_limits(row, body.limits)
         await commit_or_conflict(session, "Email already in use")
-    request.app[appkeys.AUTH].invalidate()
-    return json_response(user_out(row))
+        # Cached identities carry the user's role and limits: they change now.
+        request.app[appkeys.AUTH].invalidate()
+        return json_response(await user_out(request, session, row))
 
 
 async def _admin_count(session: AsyncSession) -> int:
@@ -137,7 +165,7 @@ ENDPOINTS = [
         "PATCH",
         "/api/users/{user_id}",
         update_user,
-        "Update a user's email, password or role",
+        "Update a user's email, password, role or limits",
         "users",
         access="admin",
         body=UserUpdate,

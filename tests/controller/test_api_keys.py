@@ -14,6 +14,7 @@ from controller.store import ApiKey, Database
 from tests.conftest import Controller
 from tests.controller.test_auth import make_user
 from tests.controller.test_deployments import MISSING
+from tests.controller.test_limits import LIMIT_FIELDS
 
 
 async def test_create_list_delete(controller: Controller) -> None:
@@ -28,9 +29,11 @@ async def test_create_list_delete(controller: Controller) -> None:
     assert status == 200
     [item] = listing["items"]
     assert set(item) == {
-        "id", "name", "prefix", "hint", "user_id", "allowed_deployments", "created_at", "last_used"
+        "id", "name", "prefix", "hint", "user_id", "allowed_deployments", "limits", "budget",
+        "created_at", "last_used",
     }  # fmt: skip
     assert item["allowed_deployments"] is None
+    assert item["limits"] == dict.fromkeys(LIMIT_FIELDS) and item["budget"] is None
     assert item["prefix"] == "lmsk_" and item["name"] == "my-api-key"
     assert item["hint"].endswith(key[-4:]) and key not in str(listing)
     assert item["last_used"] is None

@@ -79,3 +79,25 @@ async def test_responses_match_their_schemas(controller: Controller) -> None:
         _check(doc, template, method.lower(), status, got)
     status, got = await controller.call("GET", "/api/workers")
     _check(doc, "/api/workers", "get", status, got)
+
+
+async def test_limits_and_budgets_match_their_schemas(controller: Controller) -> None:
+    doc = await fetch_doc(controller)
+    limits = {"rpm": 5, "token_budget": 100}
+    status, key = await controller.admin(
+        "POST", "/api/api-keys", json={"name": "k", "limits": limits}
+    )
+    _check(doc, "/api/api-keys", "post", status, key)
+    _, me = await controller.admin("GET", "/api/auth/me")
+    template = "/api/api-keys/{key_id}"
+    calls: list[tuple[str, str, str, Any]] = [
+        ("GET", f"/api/api-keys/{key['id']}", template, None),
+        ("PATCH", f"/api/api-keys/{key['id']}", template, {"limits": {"tpm": 10}}),
+        ("PATCH", f"/api/api-keys/{key['id']}", template, {"limits": {"rpm": 0}}),
+        ("PATCH", f"/api/users/{me['id']}", "/api/users/{user_id}", {"limits": limits}),
+        ("GET", "/api/usage", "/api/usage", None),
+        ("GET", "/api/auth/me", "/api/auth/me", None),
+    ]
+    for method, url, path, body in calls:
+        status, got = await controller.admin(method, url, json=body)
+        _check(doc, path, method.lower(), status, got)

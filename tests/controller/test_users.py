@@ -21,7 +21,7 @@ async def new_user(ctl: Controller, **fields: Any) -> dict[str, Any]:
 
 async def test_create_list_update_delete(controller: Controller) -> None:
     user = await new_user(controller)
-    assert set(user) == {"id", "username", "email", "is_admin", "created_at"}
+    assert set(user) == {"id", "username", "email", "is_admin", "limits", "budget", "created_at"}
     assert user["is_admin"] is False and user["email"] == "user@example.com"
 
     status, listing = await controller.admin("GET", "/api/users")
