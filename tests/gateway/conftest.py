@@ -107,6 +107,7 @@ async def make_stack(
     *,
     overrides: dict[str, Any] | None = None,
     database_url: str = "",
+    config: dict[str, Any] | None = None,
     **engine_env: str,
 ) -> AsyncIterator[Stack]:
     port = free_port()
@@ -126,7 +127,7 @@ async def make_stack(
     try:
         async with run_agent(ctl, runtime, tmp_path / "agent") as agent:
             created = await ctl.create_deployment(
-                name=MODEL, model="stand-in/tiny", worker_id=agent.worker_id
+                name=MODEL, model="stand-in/tiny", worker_id=agent.worker_id, config=config or {}
             )
             _, row = await eventually(
                 lambda: ctl.admin("GET", f"/api/deployments/{created['id']}"),
