@@ -146,6 +146,10 @@ def _keys(groups: Subparsers, common: argparse.ArgumentParser) -> None:
     _leaf(subs, "list", cmd.keys_list, common, "list API keys")
     create = _leaf(subs, "create", cmd.keys_create, common, "create a key (shown once)")
     create.add_argument("name", metavar="NAME")
+    cmd.add_limit_flags(create, clear=False)
+    about = "change a key's limits (the others are kept)"
+    limits = _leaf(subs, "limits", cmd.keys_limits, common, about, ref="KEY")
+    cmd.add_limit_flags(limits, clear=True)
     _leaf(subs, "delete", cmd.keys_delete, common, "delete (revoke) a key", ref="KEY")
 
 
@@ -167,5 +171,10 @@ def _users(groups: Subparsers, common: argparse.ArgumentParser) -> None:
     )
     update.add_argument("--password", action="store_true", help="prompt for a new password")
     _password_stdin(update)
+    about = "change a user's limits, which hold for all their keys (the others are kept)"
+    limits = _leaf(
+        subs, "limits", cmd.users_limits, common, about, ref="USER", ref_help=BY_USERNAME
+    )
+    cmd.add_limit_flags(limits, clear=True)
     about = "delete a user and their keys"
     _leaf(subs, "delete", cmd.users_delete, common, about, ref="USER", ref_help=BY_USERNAME)

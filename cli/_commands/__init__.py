@@ -8,8 +8,9 @@ message on stderr and the matching exit code.
 * ``auth``        login, logout, whoami
 * ``deployments`` list, get, create, delete, logs
 * ``workers``     list, get
-* ``keys``        API keys: list, create, delete
-* ``users``       list, create, update, delete
+* ``keys``        API keys: list, create, limits, delete
+* ``users``       list, create, update, limits, delete
+* ``limits``      the limit flags and columns keys and users share
 """
 
 from __future__ import annotations
@@ -24,13 +25,21 @@ from cli._commands.deployments import (
     deployments_logs,
     new_lines,
 )
-from cli._commands.keys import keys_create, keys_delete, keys_list
-from cli._commands.users import users_create, users_delete, users_list, users_update
+from cli._commands.keys import keys_create, keys_delete, keys_limits, keys_list
+from cli._commands.limits import add_limit_flags
+from cli._commands.users import (
+    users_create,
+    users_delete,
+    users_limits,
+    users_list,
+    users_update,
+)
 from cli._commands.workers import workers_get, workers_list
 
 __all__ = [
     "Context",
     "Handler",
+    "add_limit_flags",
     "deployments_create",
     "deployments_delete",
     "deployments_get",
@@ -38,12 +47,14 @@ __all__ = [
     "deployments_logs",
     "keys_create",
     "keys_delete",
+    "keys_limits",
     "keys_list",
     "login",
     "logout",
     "new_lines",
     "users_create",
     "users_delete",
+    "users_limits",
     "users_list",
     "users_update",
     "whoami",

@@ -1,10 +1,11 @@
-"""``lmstack users``: list, create, update and delete users (admins only)."""
+"""``lmstack users``: list, create, update, limit and delete users (admins only)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from cli._commands._context import Context, delete_named, read_secret, resolve, say, show_table
+from cli._commands.limits import LIMIT_COLUMNS, merged_limits, say_limits
 from cli._errors import UsageError
 from cli._output import col
 
@@ -14,6 +15,7 @@ USER_COLUMNS = [
     col("Email"),
     col("Admin", "is_admin"),
     col("Created", "created_at"),
+    *LIMIT_COLUMNS,
 ]
 
 
@@ -49,6 +51,14 @@ def users_update(ctx: Context) -> int:
     user_id = resolve(client, "users", args.ref, "username")
     updated = client.patch(f"/api/users/{user_id}", body)
     return ctx.show(updated, lambda: say(f"updated user {updated['username']}"))
+
+
+def users_limits(ctx: Context) -> int:
+    client = ctx.client()
+    user_id = resolve(client, "users", ctx.args.ref, "username")
+    current = client.get(f"/api/users/{user_id}")
+    updated = client.patch(f"/api/users/{user_id}", {"limits": merged_limits(current, ctx.args)})
+    return say_limits(ctx, f"user {updated['username']}", updated)
 
 
 def users_delete(ctx: Context) -> int:
