@@ -4,14 +4,19 @@ Layout: ``<directory>/controller-id`` holds this controller's random journal id
 (made once; controllers sharing a database each have their own), and
 ``<directory>/segment-<n>.log`` the segments, numbered upwards from 1. One
 segment is open for appending; the others are closed and wait to be added to
-the database by ``controller.gateway.usage``.
+the database by ``controller.gateway.usage``; once added, a segment stays on
+disk until its newest record is ``RECENT_SECONDS`` old, so the rate windows of
+the last minute can be rebuilt from it at start (``recent``).
 
 A record is one line of tab-separated text, written by one unbuffered
 ``os.write`` to an ``O_APPEND`` descriptor::
 
-    day  api_key_id  user_id  deployment_id  deployment_name  prompt  completion
+    time  day  api_key_id  user_id  deployment_id  deployment_name  prompt  completion
 
-(the fields never hold a tab or a newline: ids are UUIDs, names DNS labels).
+``time`` is when the request completed, in unix seconds with milliseconds (the
+fields never hold a tab or a newline: ids are UUIDs, names DNS labels). A line
+of the first format (seven fields, no ``time``) still counts; it has no time,
+so ``recent`` never returns it.
 
 Guarantees:
 
@@ -22,7 +27,7 @@ Guarantees:
   ``close`` the open one, so a machine crash (power loss, kernel panic) loses
   at most what was appended to the open segment since the last rotation.
 * A line cut short (a machine crash or a full disk mid-write) is skipped with a
-  warning, never misread: only whole lines of seven well-formed fields count.
+  warning, never misread: only whole lines of well-formed fields count.
   After a short or failed write ``append`` refuses every record until the next
   rotation, so nothing is glued onto the cut line.
 * Segment numbers only grow: ``open(after)`` starts above ``after`` (the
@@ -31,7 +36,8 @@ Guarantees:
 Concurrency: ``append``, ``rotate``, ``open`` and ``close`` run on the event
 loop thread (the descriptor swap happens between two appends); ``seal``,
 ``read`` and ``remove`` only touch closed segments and may run in a worker
-thread (one at a time: the recorder's flush lock).
+thread (one at a time: the recorder's flush lock); ``recent`` reads every
+segment, blocking, and is meant for the start, before records are appended.
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ import contextlib
 import logging
 import os
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.errors import ConfigError, StoreError
@@ -49,10 +56,14 @@ log = logging.getLogger("lmstack.gateway.journal")
 
 # api_key_id ("" for login tokens), user_id, deployment_id, deployment_name, day
 UsageKey = tuple[str, str, str, str, str]
+# (unix time, api_key_id or "", user_id, prompt + completion tokens): one request.
+RecentEvent = tuple[float, str, str, int]
 
 ID_FILE = "controller-id"
+# Seconds an added segment stays on disk after its newest record (the longest rate window).
+RECENT_SECONDS = 60.0
 _PREFIX, _SUFFIX = "segment-", ".log"
-_FIELDS = 7
+_FIELDS, _UNTIMED_FIELDS = 8, 7
 _APPEND = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
 
 
@@ -68,43 +79,66 @@ class Counts:
         self.completion_tokens += other.completion_tokens
 
 
+@dataclass
+class Segment:
+    """A segment's counts, and the time of its newest record (0: none has one)."""
+
+    counts: dict[UsageKey, Counts] = field(default_factory=dict)
+    newest: float = 0.0
+
+
 def merge(into: dict[UsageKey, Counts], batch: dict[UsageKey, Counts]) -> None:
     for key, counts in batch.items():
         into.setdefault(key, Counts()).add(counts)
 
 
-def encode(key: UsageKey, prompt_tokens: int, completion_tokens: int) -> bytes:
-    """One record's line (the journal's only allocation per request)."""
+def encode(key: UsageKey, prompt_tokens: int, completion_tokens: int, at: float) -> bytes:
+    """One record's line, completed at unix time ``at`` (the journal's only
+    allocation per request)."""
     api_key_id, user_id, deployment_id, deployment_name, day = key
     return (
-        f"{day}\t{api_key_id}\t{user_id}\t{deployment_id}\t{deployment_name}"
+        f"{at:.3f}\t{day}\t{api_key_id}\t{user_id}\t{deployment_id}\t{deployment_name}"
         f"\t{prompt_tokens}\t{completion_tokens}\n"
     ).encode()
 
 
-def decode(line: bytes) -> tuple[UsageKey, Counts] | None:
-    """A whole line's key and counts; None for a malformed one."""
+def decode(line: bytes) -> tuple[float, UsageKey, Counts] | None:
+    """A whole line's time (0.0 in the untimed format), key and counts; None
+    for a malformed one."""
     fields = line.decode("utf-8", "replace").split("\t")
-    if len(fields) != _FIELDS or not (fields[5].isdigit() and fields[6].isdigit()):
+    at = 0.0
+    if len(fields) == _FIELDS:
+        try:
+            at = float(fields.pop(0))
+        except ValueError:
+            return None
+    if len(fields) != _UNTIMED_FIELDS or not (fields[5].isdigit() and fields[6].isdigit()):
         return None
     day, api_key_id, user_id, deployment_id, deployment_name = fields[:5]
     key = (api_key_id, user_id, deployment_id, deployment_name, day)
-    return key, Counts(1, int(fields[5]), int(fields[6]))
+    return at, key, Counts(1, int(fields[5]), int(fields[6]))
 
 
-def aggregate(data: bytes, where: str) -> dict[UsageKey, Counts]:
-    """The counts of a segment's whole lines; a torn or malformed line is logged
-    and skipped."""
+def records(data: bytes, where: str) -> Iterator[tuple[float, UsageKey, Counts]]:
+    """A segment's whole, well-formed records; a torn or malformed line is
+    logged and skipped."""
     lines = data.split(b"\n")
     if lines[-1]:
         log.warning("%s: skipping a torn last record (%d bytes)", where, len(lines[-1]))
-    out: dict[UsageKey, Counts] = {}
     for number, line in enumerate(lines[:-1], 1):
         record = decode(line)
         if record is None:
             log.warning("%s:%d: skipping a malformed record", where, number)
             continue
-        out.setdefault(record[0], Counts()).add(record[1])
+        yield record
+
+
+def aggregate(data: bytes, where: str) -> Segment:
+    """The counts of a segment's records and the time of its newest."""
+    out = Segment()
+    for at, key, counts in records(data, where):
+        out.counts.setdefault(key, Counts()).add(counts)
+        out.newest = max(out.newest, at)
     return out
 
 
@@ -186,7 +220,7 @@ class UsageJournal:
         except OSError as exc:
             log.error("cannot fsync usage journal %s: %s", self.directory, exc)
 
-    def read(self, segment: int) -> dict[UsageKey, Counts]:
+    def read(self, segment: int) -> Segment:
         path = self.path(segment)
         try:
             data = path.read_bytes()
@@ -194,8 +228,28 @@ class UsageJournal:
             raise StoreError(f"cannot read usage journal {path}: {exc}") from exc
         return aggregate(data, str(path))
 
+    def recent(self, since: float) -> list[RecentEvent]:
+        """Every record completed at or after unix time ``since``, in every
+        segment on disk (added or not), oldest first. Blocking; an unreadable
+        segment is logged and skipped."""
+        out: list[RecentEvent] = []
+        for segment in self.on_disk():
+            path = self.path(segment)
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                log.warning("cannot read usage journal %s: %s", path, exc)
+                continue
+            for at, key, counts in records(data, str(path)):
+                if at >= since:
+                    tokens = counts.prompt_tokens + counts.completion_tokens
+                    out.append((at, key[0], key[1], tokens))
+        out.sort()
+        return out
+
     def remove(self, segments: list[int]) -> None:
-        """Delete closed segments whose counts the database holds."""
+        """Delete closed segments whose counts the database holds (and whose
+        records are too old for ``recent``)."""
         for segment in segments:
             try:
                 self.path(segment).unlink(missing_ok=True)

@@ -11,11 +11,15 @@ Guarantees:
   before ``GET /api/usage`` answers, at shutdown) starts a new segment, then
   adds the closed segments' counts AND moves this controller's checkpoint
   (``usage_checkpoints``: the newest segment added) up to them in ONE
-  transaction, and only then deletes their files. ``replay`` does the same at
-  start, before the gateway serves. A crash before the commit leaves the
-  segments to the next start; a crash after it leaves files at or below the
-  checkpoint, which are deleted unread. The checkpoint is read inside the
-  transaction, so a retried flush never adds a segment twice.
+  transaction. ``replay`` does the same at start, before the gateway serves.
+  A crash before the commit leaves the segments to the next start. An added
+  segment is never read for counting again (the recorder remembers it, and
+  after a restart it is at or below the checkpoint, read inside the
+  transaction), so a retried flush or a restart never adds a segment twice.
+* Rate windows survive a restart: an added segment stays on disk until its
+  newest record is ``retain`` seconds old (``RECENT_SECONDS``, 60), then a
+  flush deletes it; ``recent(since)`` reads the requests of that last minute
+  back at start.
 * A machine crash (power loss, kernel panic) may lose what was recorded since
   the last flush: the open segment lives in the page cache until it is closed
   and fsynced (and, on SQLite, the last commits its WAL had not synced yet:
@@ -37,7 +41,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,18 +50,27 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller.gateway.journal import Counts, UsageJournal, UsageKey, encode, merge
+from controller.gateway.journal import (
+    RECENT_SECONDS,
+    Counts,
+    RecentEvent,
+    Segment,
+    UsageJournal,
+    UsageKey,
+    encode,
+    merge,
+)
 from controller.store import Database, Usage, UsageCheckpoint, flushing, uncancelled
 from controller.store.models import new_id
 from controller.store.timeutil import utcnow
 from shared.errors import StoreError
 
-__all__ = ["Counts", "UsageKey", "UsageRecorder", "recording_usage", "today"]
+__all__ = ["Counts", "RecentEvent", "UsageKey", "UsageRecorder", "recording_usage", "today"]
 
 log = logging.getLogger("lmstack.gateway.usage")
 
 # Segment number → the counts in it.
-Segments = dict[int, dict[UsageKey, Counts]]
+Segments = dict[int, Segment]
 
 
 def today() -> str:
@@ -71,9 +84,20 @@ def _iso_day(day: int) -> str:
 
 
 class UsageRecorder:
-    def __init__(self, db: Database, journal: UsageJournal) -> None:
+    def __init__(
+        self,
+        db: Database,
+        journal: UsageJournal,
+        *,
+        retain: float = RECENT_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._db = db
         self._journal = journal
+        self._retain = retain
+        self._clock = clock
+        # Added segments kept on disk for ``recent``: number → its newest record's time.
+        self._kept: dict[int, float] = {}
         self._dialect: Any = postgresql if db.url.startswith("postgresql") else sqlite
         # Records the journal refused (disk full), added at the next flush.
         self._unjournaled: dict[UsageKey, Counts] = {}
@@ -89,9 +113,11 @@ class UsageRecorder:
         prompt_tokens: int,
         completion_tokens: int,
     ) -> None:
-        key = (api_key_id or "", user_id, deployment_id, deployment_name, today())
+        now = self._clock()
+        day = _iso_day(int(now // 86400))
+        key = (api_key_id or "", user_id, deployment_id, deployment_name, day)
         prompt, completion = max(0, prompt_tokens), max(0, completion_tokens)
-        if not self._journal.append(encode(key, prompt, completion)):
+        if not self._journal.append(encode(key, prompt, completion, now)):
             counts = self._unjournaled.setdefault(key, Counts())
             counts.add(Counts(1, prompt, completion))
 
@@ -101,7 +127,7 @@ class UsageRecorder:
         async with self._db.session() as session:
             checkpoint = await self._checkpoint(session)
         self._journal.open(after=checkpoint)
-        left = self._journal.closed()
+        left = [segment for segment in self._journal.closed() if segment > checkpoint]
         if left:
             log.info("replaying %d usage journal segment(s) left by an earlier run", len(left))
         await self.flush()
@@ -114,17 +140,33 @@ class UsageRecorder:
         async with self._lock:
             self._rotate()
             await asyncio.to_thread(self._journal.seal)
-            segments = self._journal.closed()
-            if not segments and not self._unjournaled:
-                return
-            parsed = await asyncio.to_thread(self._read, segments)
-            pending, self._unjournaled = self._unjournaled, {}
-            try:
-                await self._apply(parsed, pending)
-            except BaseException:
-                merge(self._unjournaled, pending)
-                raise
-            await asyncio.to_thread(self._journal.remove, segments)
+            segments = [s for s in self._journal.closed() if s not in self._kept]
+            if segments or self._unjournaled:
+                parsed = await asyncio.to_thread(self._read, segments)
+                pending, self._unjournaled = self._unjournaled, {}
+                try:
+                    await self._apply(parsed, pending)
+                except BaseException:
+                    merge(self._unjournaled, pending)
+                    raise
+                self._kept.update({number: seg.newest for number, seg in parsed.items()})
+            await self._expire()
+
+    def recent(self, since: float) -> list[RecentEvent]:
+        """The requests completed at or after unix time ``since`` that the
+        journal holds (at most ``retain`` seconds back, for ``Limiter.restore``).
+        Blocking; call it at start, before the gateway serves: later it would
+        also return what this run already counted."""
+        return self._journal.recent(since)
+
+    async def _expire(self) -> None:
+        """Delete the added segments whose newest record is ``retain`` seconds old."""
+        cutoff = self._clock() - self._retain
+        old = sorted(number for number, newest in self._kept.items() if newest <= cutoff)
+        if old:
+            await asyncio.to_thread(self._journal.remove, old)
+            for number in old:
+                del self._kept[number]
 
     def _rotate(self) -> None:
         try:
@@ -144,7 +186,7 @@ class UsageRecorder:
             batch: dict[UsageKey, Counts] = {}
             merge(batch, pending)
             for segment in fresh:
-                merge(batch, parsed[segment])
+                merge(batch, parsed[segment].counts)
             if not fresh and not batch:
                 return
             for key, counts in batch.items():
