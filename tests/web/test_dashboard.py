@@ -223,6 +223,26 @@ async def test_the_dashboard_end_to_end(stack: Stack, browser: Browser) -> None:
     await expect(page.get_by_role("button", name="Copied")).to_be_visible()
     keys_table = page.get_by_role("table", name="API keys")
     await expect(keys_table).to_contain_text("ci-key")
+    # Its limits: a bad value is named in the dialog, good ones show with a quota bar.
+    await page.get_by_role("button", name="Edit limits of key ci-key").click()
+    limits = page.get_by_role("dialog", name="Limits of key ci-key")
+    await limits.get_by_label("Requests per minute").fill("0")
+    await limits.get_by_role("button", name="Save limits").click()
+    await expect(limits.get_by_role("alert")).to_contain_text("rpm")
+    await limits.get_by_label("Requests per minute").fill("60")
+    await limits.get_by_label("Token budget").fill("5000")
+    await limits.get_by_label("Budget period").select_option("day")
+    await limits.get_by_role("button", name="Save limits").click()
+    await expect(limits).to_have_count(0)
+    await expect(keys_table).to_contain_text("60 rpm · 5000 tokens/day")
+    quota = keys_table.get_by_role("progressbar", name="Token budget of ci-key")
+    await expect(quota).to_have_attribute("aria-valuemax", "5000")
+    await expect(keys_table).to_contain_text("5000 left this day")
+    _, ci_keys = await ctl.admin("GET", "/api/api-keys")
+    [ci_key] = ci_keys["items"]
+    assert ci_key["limits"] == {
+        "rpm": 60, "tpm": None, "max_parallel": None, "token_budget": 5000, "budget_period": "day"
+    }  # fmt: skip
     await shot(page, "07-api-keys")
     await page.get_by_role("button", name="Delete key ci-key").click()
     await page.get_by_role("dialog").get_by_role("button", name="Delete").click()
@@ -241,7 +261,15 @@ async def test_the_dashboard_end_to_end(stack: Stack, browser: Browser) -> None:
     await expect(page.get_by_role("table", name="Containers")).to_contain_text(f"lmstack-{MODEL}")
     await shot(page, "08-worker")
     await nav.get_by_role("link", name="Users").click()
-    await expect(page.get_by_role("table", name="Users")).to_contain_text("viewer")
+    users_table = page.get_by_role("table", name="Users")
+    await expect(users_table).to_contain_text("viewer")
+    await page.get_by_role("button", name="Edit limits of user viewer").click()
+    user_limits = page.get_by_role("dialog", name="Limits of user viewer")
+    await user_limits.get_by_label("Parallel requests").fill("3")
+    await user_limits.get_by_role("button", name="Save limits").click()
+    await expect(users_table).to_contain_text("3 parallel")
+    _, users = await ctl.admin("GET", "/api/users")
+    assert [u["limits"]["max_parallel"] for u in users["items"] if u["username"] == "viewer"] == [3]
     await shot(page, "09-users")
     await nav.get_by_role("link", name="Usage").click()
     await expect(page.get_by_role("img", name="Tokens per day")).to_be_visible()

@@ -1,7 +1,9 @@
-// API keys: create (the key is shown once, with a copy button), list, delete.
+// API keys: create (the key is shown once, with a copy button), list with their
+// limits and quota bars, edit limits, delete.
 
 import { api, ApiError, get } from "../api.js";
 import { alertBox, clear, confirmDialog, field, h, pageHeader, toast, when } from "../dom.js";
+import { editLimits, limitsCell } from "../limits.js";
 
 export async function render(ctx) {
   const body = h("tbody");
@@ -17,7 +19,17 @@ export async function render(ctx) {
       h("td", {}, key.allowed_deployments ? key.allowed_deployments.join(", ") : "all"),
       h("td", {}, when(key.created_at)),
       h("td", {}, when(key.last_used)),
-      h("td", {}, h("button", {
+      limitsCell(key.name, key),
+      h("td", {}, h("div", { className: "actions" }, h("button", {
+        type: "button", className: "secondary small", "aria-label": `Edit limits of key ${key.name}`,
+        async onclick() {
+          const saved = await editLimits(`Limits of key ${key.name}`, key.limits,
+            (limits) => api("PATCH", `/api/api-keys/${key.id}`, { limits }));
+          if (!saved) return;
+          toast(`Limits of ${key.name} saved`);
+          await load();
+        },
+      }, "Limits"), h("button", {
         type: "button", className: "danger small", "aria-label": `Delete key ${key.name}`,
         async onclick() {
           if (!(await confirmDialog(`Delete API key ${key.name}? Applications using it stop working at once.`))) return;
@@ -25,8 +37,8 @@ export async function render(ctx) {
           toast(`API key ${key.name} deleted`);
           await load();
         },
-      }, "Delete")))));
-    if (!list.items.length) clear(body, h("tr", {}, h("td", { colspan: 6, className: "muted" }, "No API keys yet.")));
+      }, "Delete"))))));
+    if (!list.items.length) clear(body, h("tr", {}, h("td", { colspan: 7, className: "muted" }, "No API keys yet.")));
   }
 
   const form = h("form", { className: "card inline-form", novalidate: true },
@@ -65,6 +77,6 @@ export async function render(ctx) {
       ctx.isAdmin ? " As an admin you see every user's keys." : ""),
     form, created,
     h("div", { className: "scroll" }, h("table", { className: "table", "aria-label": "API keys" },
-      h("thead", {}, h("tr", {}, ["Name", "Key", "Deployments", "Created", "Last used", ""].map((c) => h("th", { scope: "col" }, c)))),
+      h("thead", {}, h("tr", {}, ["Name", "Key", "Deployments", "Created", "Last used", "Limits", ""].map((c) => h("th", { scope: "col" }, c)))),
       body)));
 }

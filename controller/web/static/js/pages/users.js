@@ -1,7 +1,9 @@
-// Users (admins only; the server refuses everyone else with 403 too).
+// Users (admins only; the server refuses everyone else with 403 too): add, delete,
+// and their limits, which hold for all their keys.
 
 import { api, ApiError, get, session } from "../api.js";
 import { alertBox, clear, confirmDialog, field, h, pageHeader, toast, when } from "../dom.js";
+import { editLimits, limitsCell } from "../limits.js";
 
 export async function render(ctx) {
   if (!ctx.isAdmin) {
@@ -20,7 +22,17 @@ export async function render(ctx) {
     clear(body, list.items.map((user) => h("tr", { dataset: { id: user.id } },
       h("td", {}, user.username), h("td", {}, user.email || "–"),
       h("td", {}, user.is_admin ? "admin" : "user"), h("td", {}, when(user.created_at)),
-      h("td", {}, user.id === session.user.id ? null : h("button", {
+      limitsCell(user.username, user),
+      h("td", {}, h("div", { className: "actions" }, h("button", {
+        type: "button", className: "secondary small", "aria-label": `Edit limits of user ${user.username}`,
+        async onclick() {
+          const saved = await editLimits(`Limits of user ${user.username}`, user.limits,
+            (limits) => api("PATCH", `/api/users/${user.id}`, { limits }));
+          if (!saved) return;
+          toast(`Limits of ${user.username} saved`);
+          await load();
+        },
+      }, "Limits"), user.id === session.user.id ? null : h("button", {
         type: "button", className: "danger small", "aria-label": `Delete user ${user.username}`,
         async onclick() {
           if (!(await confirmDialog(`Delete user ${user.username} and their API keys?`))) return;
@@ -32,7 +44,7 @@ export async function render(ctx) {
           }
           await load();
         },
-      }, "Delete")))));
+      }, "Delete"))))));
   }
 
   const form = h("form", { className: "card form", novalidate: true },
@@ -59,7 +71,7 @@ export async function render(ctx) {
   await load();
   clear(ctx.view, pageHeader("Users"),
     h("div", { className: "scroll" }, h("table", { className: "table", "aria-label": "Users" },
-      h("thead", {}, h("tr", {}, ["Username", "E-mail", "Role", "Created", ""].map((c) => h("th", { scope: "col" }, c)))),
+      h("thead", {}, h("tr", {}, ["Username", "E-mail", "Role", "Created", "Limits", ""].map((c) => h("th", { scope: "col" }, c)))),
       body)),
     form);
 }
