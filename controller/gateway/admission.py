@@ -51,8 +51,8 @@ __all__ = [
     "DEFAULT_QUEUE_TIMEOUT",
     "QUEUE_FACTOR",
     "REFUSAL_CODE",
-    "Admission",
     "AdmissionLimits",
+    "DeploymentGates",
 ]
 
 log = logging.getLogger("lmstack.gateway.admission")
@@ -136,7 +136,7 @@ class _Gate:
         return False
 
 
-class Admission:
+class DeploymentGates:
     """Every deployment's gate, made on its first limited request."""
 
     def __init__(self, *, probe_interval: float = 0.25) -> None:

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from controller.auth import Authenticator
 from controller.fleet import Fleet
-from controller.gateway.admission import Admission
+from controller.gateway.admission import DeploymentGates
 from controller.gateway.proxy import Proxy
 from controller.gateway.routes import RouteTable
 from controller.gateway.usage import UsageRecorder
@@ -24,7 +24,7 @@ class Gateway:
     auth: Authenticator
     fleet: Fleet
     # Per-deployment max_parallel gates (state only: nothing to start or stop).
-    admission: Admission = field(default_factory=Admission)
+    admission: DeploymentGates = field(default_factory=DeploymentGates)
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

@@ -21,7 +21,7 @@ import openai
 import pytest
 
 from controller.gateway import GATEWAY
-from controller.gateway.admission import Admission
+from controller.gateway.admission import DeploymentGates
 from tests.conftest import Controller
 from tests.gateway.conftest import MODEL, Stack, make_stack
 from tests.waiting import eventually
@@ -29,7 +29,7 @@ from tests.waiting import eventually
 TOKEN_DELAY = "0.05"  # seconds per token: a 2,000-token stream takes 100 s
 
 
-def gate(stack: Stack) -> Admission:
+def gate(stack: Stack) -> DeploymentGates:
     return stack.ctl.app[GATEWAY].admission
 
 

@@ -1,4 +1,4 @@
-"""``Admission`` alone, on the event loop: FIFO hand-over, the limits a config
+"""``DeploymentGates`` alone, on the event loop: FIFO hand-over, the limits a config
 asks for, a raised or lowered limit, a waiter granted a slot as it is
 cancelled, and admission keys that never reach an engine's command line."""
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from controller.gateway.admission import Admission, AdmissionLimits
+from controller.gateway.admission import AdmissionLimits, DeploymentGates
 from controller.gateway.errors import GatewayError
 from shared.engines import ENGINES, EngineConfig
 from tests.waiting import eventually
@@ -36,7 +36,7 @@ class Gated:
     admission: AdmissionLimits | None
 
 
-async def queued(admission: Admission, count: int) -> None:
+async def queued(admission: DeploymentGates, count: int) -> None:
     await eventually(lambda: asyncio.sleep(0, admission.queued("dep-1")), lambda q: q == count)
 
 
@@ -58,7 +58,7 @@ def test_admission_keys_reach_no_command_line() -> None:
 
 
 async def test_freed_slots_go_to_waiters_in_order() -> None:
-    admission, gated, order = Admission(), route(1), []
+    admission, gated, order = DeploymentGates(), route(1), []
     release = asyncio.Event()
 
     async def use(n: int) -> None:
@@ -79,7 +79,7 @@ async def test_freed_slots_go_to_waiters_in_order() -> None:
 
 
 async def test_a_full_queue_refuses_at_once() -> None:
-    admission, gated = Admission(), route(1, queued=0)
+    admission, gated = DeploymentGates(), route(1, queued=0)
     async with admission.admit(gated, Client(Open())):
         with pytest.raises(GatewayError) as refused:
             async with admission.admit(gated, Client(Open())):
@@ -90,7 +90,7 @@ async def test_a_full_queue_refuses_at_once() -> None:
 
 
 async def test_a_raised_limit_wakes_waiters_and_a_lowered_one_drains() -> None:
-    admission, held = Admission(), asyncio.Event()
+    admission, held = DeploymentGates(), asyncio.Event()
 
     async def use(gated: Gated) -> None:
         async with admission.admit(gated, Client(Open())):
@@ -110,7 +110,7 @@ async def test_a_raised_limit_wakes_waiters_and_a_lowered_one_drains() -> None:
 
 
 async def test_a_waiter_cancelled_as_it_is_granted_passes_the_slot_on() -> None:
-    admission, gated = Admission(), route(1)
+    admission, gated = DeploymentGates(), route(1)
     entered: list[str] = []
 
     async def use(name: str, hold: asyncio.Event) -> None:
@@ -136,7 +136,7 @@ async def test_a_waiter_cancelled_as_it_is_granted_passes_the_slot_on() -> None:
 
 
 async def test_a_waiter_whose_client_left_leaves_the_queue() -> None:
-    admission, gated, release = Admission(probe_interval=0.01), route(1), asyncio.Event()
+    admission, gated, release = DeploymentGates(probe_interval=0.01), route(1), asyncio.Event()
     client = Client(Open())
 
     async def hold() -> None:
