@@ -3,8 +3,9 @@
 Guarantees:
 * Only SHA-256 digests of secrets are stored or cached; the digest found in the
   store is compared with ``hmac.compare_digest``.
-* Resolved identities are cached for ``CACHE_SECONDS``; any change to users,
-  keys or tokens calls ``invalidate()``, so a deleted key stops working at once
+* Resolved identities are cached for ``CACHE_SECONDS``, with the key's and the
+  user's limits (``LimitSet``, read by the same query); any change to users,
+  keys, tokens or limits calls ``invalidate()``, so a deleted key stops working at once
   (a lookup that was running across an invalidation is not cached).
 * Concurrent misses for one token share one query, so an entry expiring while
   many requests are in flight costs one query.
@@ -33,6 +34,7 @@ from controller.auth._secrets import (
     new_login_token,
     token_digest,
 )
+from controller.limits import LimitSet
 from controller.singleflight import SingleFlight
 from controller.store import ApiKey, Database, LoginToken, User
 from controller.store.timeutil import utcnow
@@ -91,20 +93,23 @@ class Authenticator:
         async with self._db.session() as session:
             if token.startswith(API_KEY_PREFIX):
                 key_row = await session.execute(
-                    select(ApiKey.id, ApiKey.key_hash, User, ApiKey.allowed_deployments)
+                    select(ApiKey, User)
                     .join(User, User.id == ApiKey.user_id)
                     .where(ApiKey.key_hash == digest)
                 )
                 found = key_row.first()
-                if found is None or not digests_equal(found[1], digest):
+                if found is None or not digests_equal(found[0].key_hash, digest):
                     raise Unauthorized("Invalid API key")
-                user, allowed = found[2], found[3]
+                key, user = found[0], found[1]
+                allowed = key.allowed_deployments
                 return Identity(
                     user.id,
                     user.username,
                     user.is_admin,
-                    api_key_id=found[0],
+                    api_key_id=key.id,
                     allowed_deployments=None if allowed is None else frozenset(allowed),
+                    key_limits=LimitSet.of(key),
+                    user_limits=LimitSet.of(user),
                 )
             token_row = await session.execute(
                 select(LoginToken.token_hash, LoginToken.expires_at, User)
@@ -117,7 +122,7 @@ class Authenticator:
         if found_token[1] <= utcnow():
             raise Unauthorized("Invalid or expired token")
         user = found_token[2]
-        return Identity(user.id, user.username, user.is_admin)
+        return Identity(user.id, user.username, user.is_admin, user_limits=LimitSet.of(user))
 
     def invalidate(self) -> None:
         self._cache.clear()

@@ -1,9 +1,14 @@
-"""``Identity``: who a resolved bearer token belongs to, and what it may do."""
+"""``Identity``: who a resolved bearer token belongs to, and what it may do.
+
+``limited`` is computed once, when the identity is made (and cached with it):
+the gateway's whole cost for a caller without limits is reading it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from controller.limits import LimitSet
 from shared.errors import Forbidden
 
 
@@ -15,6 +20,14 @@ class Identity:
     api_key_id: str | None = None
     # Deployment names an API key may call through the gateway; None: all.
     allowed_deployments: frozenset[str] | None = None
+    # The key's and the user's limits (both apply); None: unlimited.
+    key_limits: LimitSet | None = None
+    user_limits: LimitSet | None = None
+    limited: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        key = self.key_limits if self.api_key_id is not None else None
+        object.__setattr__(self, "limited", key is not None or self.user_limits is not None)
 
 
 def require_admin(identity: Identity) -> None:
