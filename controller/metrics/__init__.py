@@ -15,7 +15,8 @@ numbers. What is measured, and where:
   scraped.
 * Gateway: requests by deployment and status, gateway errors, prompt and
   completion tokens, time to the first streamed event, latency (recorded by
-  the proxy for requests routed to a deployment).
+  the proxy for requests routed to a deployment); requests refused by a key's or
+  user's limit, per API key and limit (``lmstack_gateway_refused_total``).
 """
 
 from controller.metrics._http import http_middleware

@@ -3,7 +3,8 @@
 Hot-path guarantees: recording touches no database and takes no lock (the
 per-request metrics are ``_hot`` counters and histograms, updated on the event
 loop and exported when scraped). Labels are bounded: route templates, HTTP
-methods (others count as ``OTHER``), statuses, deployment names, command kinds.
+methods (others count as ``OTHER``), statuses, deployment names, command kinds,
+API key ids and limit names.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Metrics:
                     self.completion_tokens,
                     self.ttft,
                     self.gateway_latency,
+                    self.refused,
                 ]
             )
         )
@@ -102,6 +104,12 @@ class Metrics:
             "Gateway request latency (whole stream for streams), by deployment",
             ["deployment"], _LLM_BUCKETS,
         )  # fmt: skip
+        self.refused = HotCounter(
+            "lmstack_gateway_refused",
+            "Gateway requests refused by a limit of their API key or user, by key "
+            "('' for login tokens) and limit (rpm, tpm, max_parallel, token_budget)",
+            ["key", "reason"],
+        )
 
     # ------------------------------------------------------------ scrape time
 
@@ -144,6 +152,10 @@ class Metrics:
             self.prompt_tokens.inc((deployment,), prompt)
         if completion > 0:
             self.completion_tokens.inc((deployment,), completion)
+
+    def gateway_refused(self, key: str, reason: str) -> None:
+        """A request a key's or user's limit refused; ``key``: "" for login tokens."""
+        self.refused.inc((key, reason))
 
     def first_token(self, deployment: str, seconds: float) -> None:
         self.ttft.observe((deployment,), seconds)
