@@ -101,7 +101,9 @@ async def _auth(settings: ControllerSettings, db: Database) -> AsyncIterator[Aut
         yield auth
 
 
-async def _running(app: web.Application, clock: Callable[[], float]) -> AsyncIterator[None]:
+async def _running(
+    app: web.Application, clock: Callable[[], float], limits_clock: Callable[[], float]
+) -> AsyncIterator[None]:
     """The one cleanup context: every subsystem, in the order stated above."""
     settings, metrics = app[appkeys.SETTINGS], app[appkeys.METRICS]
     async with contextlib.AsyncExitStack() as stack:
@@ -121,8 +123,11 @@ async def _running(app: web.Application, clock: Callable[[], float]) -> AsyncIte
             recording_usage(db, settings.usage_flush_seconds, settings.data_dir / "usage-journal")
         )
         app[GATEWAY] = await enter(
-            serving_gateway(settings, db, auth=auth, fleet=fleet, usage=usage, metrics=metrics)
-        )
+            serving_gateway(
+                settings, db, auth=auth, fleet=fleet, usage=usage, metrics=metrics,
+                limits_clock=limits_clock,
+            )
+        )  # fmt: skip
         yield
 
 
@@ -131,10 +136,12 @@ def create_app(
     on_loop_death: Callable[[str], None] | None = None,
     *,
     clock: Callable[[], float] = time.monotonic,
+    limits_clock: Callable[[], float] = time.time,
 ) -> web.Application:
     """The controller. ``on_loop_death`` is called (once per death) when a
     background loop dies; ``lmstack-controller`` stops the process then. ``clock``
-    times the fleet's liveness (tests pass one that moves only when they say)."""
+    times the fleet's liveness (tests pass one that moves only when they say);
+    ``limits_clock`` (unix seconds) the gateway's rate windows and budget periods."""
     metrics = Metrics()
     app = web.Application(
         middlewares=[http_middleware(metrics), error_middleware], client_max_size=MAX_BODY_BYTES
@@ -149,5 +156,5 @@ def create_app(
         app.router.add_route(endpoint.method, endpoint.path, guarded(endpoint))
     app.add_subapp(PREFIX, create_gateway_app())
     setup_web(app)
-    app.cleanup_ctx.append(functools.partial(_running, clock=clock))
+    app.cleanup_ctx.append(functools.partial(_running, clock=clock, limits_clock=limits_clock))
     return app

@@ -32,7 +32,7 @@ from sqlalchemy.pool import NullPool
 from controller import appkeys
 from controller.app import create_app
 from shared.settings import ControllerSettings
-from tests.clock import ManualClock
+from tests.clock import ManualClock, WallClock
 
 ADMIN_PASSWORD = "admin-password-1"
 AGENT_TOKEN = "test-join-token"
@@ -102,6 +102,8 @@ class Controller:
     # The fleet's liveness clock: it never expires a worker unless the test
     # advances it (kept across restarts).
     clock: ManualClock = field(default_factory=ManualClock)
+    # The gateway's rate windows and budget periods (kept across restarts).
+    limits_clock: WallClock = field(default_factory=WallClock)
     # Called when a background loop dies (``create_app``'s ``on_loop_death``).
     on_loop_death: Callable[[str], None] | None = None
 
@@ -128,7 +130,12 @@ class Controller:
         return ControllerSettings(**values)
 
     async def start(self) -> None:
-        app = create_app(self.settings(), on_loop_death=self.on_loop_death, clock=self.clock)
+        app = create_app(
+            self.settings(),
+            on_loop_death=self.on_loop_death,
+            clock=self.clock,
+            limits_clock=self.limits_clock,
+        )
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from controller.http import Handler
-from shared.errors import APIError
+from shared.errors import APIError, RateLimited
 
 log = logging.getLogger("lmstack.gateway")
 
@@ -92,6 +92,8 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
         return await handler(request)
     except GatewayError as exc:
         return error_response(exc.status_code, exc.detail, exc.code, exc.type, exc.headers)
+    except RateLimited as exc:
+        return error_response(429, exc.detail, exc.code, exc.type, exc.headers)
     except APIError as exc:
         return error_response(exc.status_code, exc.detail, _DEFAULT_CODES.get(exc.status_code))
     except web.HTTPException as exc:

@@ -48,7 +48,8 @@ async def list_models(request: web.Request) -> web.Response:
         for r in routes
         if may_use(identity, r.name) and r.worker_id and fleet.is_connected(r.worker_id)
     ]
-    return web.json_response({"object": "list", "data": data})
+    headers = gateway.proxy.rate_headers(identity)
+    return web.json_response({"object": "list", "data": data}, headers=headers)
 
 
 async def _read_json(request: web.Request) -> tuple[bytes, dict[str, Any]]:
@@ -86,15 +87,32 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
     """Chat completions, completions and embeddings: forwarded on the same path."""
     gateway = request.config_dict[GATEWAY]
     identity = await authenticate(gateway, request)
-    raw, body = await _read_json(request)
-    route = await _route_for(gateway, identity, body.get("model"))
+    proxy = gateway.proxy
+    try:
+        raw, body = await _read_json(request)
+        route = await _route_for(gateway, identity, body.get("model"))
+    except GatewayError as exc:
+        if identity.limited:  # every answer under a limit says where it stands
+            exc.headers = proxy.rate_headers(identity)
+        raise
     unchanged: bytes | None = raw
     if body["model"] != route.served_model:
         body["model"] = route.served_model
         unchanged = None
-    # The deployment's gate comes after the key's and user's limits.
-    async with gateway.admission.admit(route, request):
-        return await gateway.proxy.forward(request, identity, route, body, raw=unchanged)
+    admitted = await proxy.admit(identity) if identity.limited else None
+    try:
+        # The deployment's gate comes after the key's and user's limits.
+        async with gateway.admission.admit(route, request):
+            return await proxy.forward(
+                request, identity, route, body, raw=unchanged, admitted=admitted
+            )
+    except GatewayError as exc:
+        if admitted is not None:
+            exc.headers = {**admitted.headers, **(exc.headers or {})}
+        raise
+    finally:
+        if admitted is not None:
+            proxy.release(admitted)  # in flight never leaks: errors, clients gone
 
 
 _ERRORS = (400, 401, 404, 429, 502, 503, 504)

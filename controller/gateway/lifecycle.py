@@ -1,16 +1,18 @@
-"""The gateway's lifecycle: its engine client, route table and proxy.
+"""The gateway's lifecycle: its engine client, route table, limiter and proxy.
 
 Start: the pooled keep-alive client to engines, the route table (invalidated
-by every fleet change) and the proxy, reporting requests in flight to the
-metrics. Stop: the client's connections are closed (after the HTTP server
-stopped taking requests: the application tears the gateway down before the
-fleet and the store).
+by every fleet change), the limiter of keys and users (budgets read from the
+usage table, flushed first; windows on ``limits_clock``) and the proxy,
+reporting requests in flight to the metrics. Stop: the client's connections
+are closed (after the HTTP server stopped taking requests: the application
+tears the gateway down before the fleet and the store).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 from controller.auth import Authenticator
 from controller.fleet import Fleet
@@ -19,6 +21,7 @@ from controller.gateway.routes import RouteTable
 from controller.gateway.state import Gateway
 from controller.gateway.upstream import EngineClient
 from controller.gateway.usage import UsageRecorder
+from controller.limits import Limiter, UsageTable
 from controller.metrics import Metrics
 from controller.store import Database
 from shared.settings import ControllerSettings
@@ -33,6 +36,7 @@ async def serving_gateway(
     fleet: Fleet,
     usage: UsageRecorder,
     metrics: Metrics,
+    limits_clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[Gateway]:
     # Engines are few and long-lived: keep connections to them open.
     client = EngineClient(connect_timeout=settings.gateway_connect_timeout)
@@ -44,7 +48,8 @@ async def serving_gateway(
             total=settings.gateway_timeout,
             keepalive=settings.gateway_keepalive_seconds,
         )
-        proxy = Proxy(client, usage, timeouts, metrics)
+        limiter = Limiter(UsageTable(db, usage.flush), clock=limits_clock)
+        proxy = Proxy(client, usage, timeouts, metrics, limiter=limiter)
         metrics.watch_gateway(proxy.in_flight_by_name)
         yield Gateway(routes, proxy, usage, auth, fleet)
     finally:

@@ -14,6 +14,11 @@ Guarantees:
 * Requests in flight are counted per deployment; each forwarded request is
   recorded in the metrics (status, latency, tokens, time to the first streamed
   event, gateway failures) without touching the store.
+* Under a key's or user's limits (``controller.limits``): ``admit`` before
+  forwarding (refusals counted per key and limit), every answer carries the
+  admission's ``x-ratelimit-*`` headers (streams included), and the engine's
+  tokens are released to the limiter as they are recorded; the handler releases
+  in ``finally`` whatever the outcome.
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ from controller.gateway.routes import Route
 from controller.gateway.sse import SSEPassThrough
 from controller.gateway.upstream import EngineClient, EngineResponse
 from controller.gateway.usage import UsageRecorder
+from controller.limits import Admission, Limiter
 from controller.metrics import Metrics
-from shared.errors import UpstreamError
+from shared.errors import RateLimited, UpstreamError
 
 log = logging.getLogger("lmstack.gateway")
 
@@ -65,8 +71,11 @@ class Proxy:
         usage: UsageRecorder,
         timeouts: Timeouts,
         metrics: Metrics | None = None,
+        *,
+        limiter: Limiter,
     ):
         self._client = client
+        self._limiter = limiter
         self._metrics = metrics or Metrics()
         self._usage = usage
         self._timeouts = timeouts
@@ -79,6 +88,22 @@ class Proxy:
         served before, so their series stay continuous."""
         return {name: self.in_flight.get(i, 0) for i, name in self._names.items()}
 
+    async def admit(self, identity: Identity) -> Admission:
+        """Admission under ``identity``'s limits (only for one that is ``limited``)."""
+        try:
+            return await self._limiter.admit(identity)
+        except RateLimited as exc:
+            self._metrics.gateway_refused(identity.api_key_id or "", exc.code)
+            raise
+
+    def release(self, admitted: Admission) -> None:
+        """End ``admitted`` (when the engine's tokens did not already)."""
+        self._limiter.release(admitted, 0, 0)
+
+    def rate_headers(self, identity: Identity) -> dict[str, str]:
+        """The ``x-ratelimit-*`` headers of an answer that admitted nothing."""
+        return self._limiter.headers(identity) if identity.limited else {}
+
     async def forward(
         self,
         request: web.Request,
@@ -87,8 +112,10 @@ class Proxy:
         body: dict[str, Any],
         *,
         raw: bytes | None = None,
+        admitted: Admission | None = None,
     ) -> web.StreamResponse:
-        """Forward ``body``; ``raw`` is its exact encoding when it needs no rewrite."""
+        """Forward ``body``; ``raw`` is its exact encoding when it needs no rewrite;
+        ``admitted``: the caller's admission under its limits."""
         started = time.perf_counter()
         status = 500
         self.in_flight[route.deployment_id] += 1
@@ -96,11 +123,11 @@ class Proxy:
         try:
             if body.get("stream") is True:
                 response = await self._stream(
-                    request, identity, route, request.path, body, started=started
+                    request, identity, route, request.path, body, started=started, admitted=admitted
                 )
             else:
                 payload = raw if raw is not None else json.dumps(body).encode()
-                response = await self._json(request, identity, route, payload)
+                response = await self._json(request, identity, route, payload, admitted)
             status = response.status
             return response
         except GatewayError as exc:
@@ -116,7 +143,13 @@ class Proxy:
             if self.in_flight[route.deployment_id] <= 0:
                 del self.in_flight[route.deployment_id]
 
-    def _record(self, identity: Identity, route: Route, usage: dict[str, Any] | None) -> None:
+    def _record(
+        self,
+        identity: Identity,
+        route: Route,
+        usage: dict[str, Any] | None,
+        admitted: Admission | None,
+    ) -> None:
         usage = usage or {}
         prompt, completion = _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
         self._usage.record(
@@ -128,9 +161,16 @@ class Proxy:
             completion_tokens=completion,
         )
         self._metrics.gateway_tokens(route.name, prompt, completion)
+        if admitted is not None:
+            self._limiter.release(admitted, prompt, completion)
 
     async def _json(
-        self, request: web.Request, identity: Identity, route: Route, payload: bytes
+        self,
+        request: web.Request,
+        identity: Identity,
+        route: Route,
+        payload: bytes,
+        admitted: Admission | None,
     ) -> web.Response:
         path = request.path
         try:
@@ -145,13 +185,15 @@ class Proxy:
             raise _broken(route, exc) from None
         status, content_type = upstream.status, upstream.headers.get("content-type", _JSON)
         response = web.Response(body=data, status=status, headers={"Content-Type": content_type})
+        if admitted is not None:
+            response.headers.update(admitted.headers)
         # The answer leaves before the bookkeeping: it is off the client's path.
         await response.prepare(request)
         await response.write_eof()
         usage = None
         if status == 200 and content_type.startswith(_JSON):
             usage = _usage_of(data)
-        self._record(identity, route, usage)
+        self._record(identity, route, usage, admitted)
         return response
 
     async def _stream(
@@ -163,6 +205,7 @@ class Proxy:
         body: dict[str, Any],
         *,
         started: float,
+        admitted: Admission | None,
     ) -> web.StreamResponse:
         options = body.get("stream_options")
         options = options if isinstance(options, dict) else {}
@@ -186,11 +229,12 @@ class Proxy:
                 # The engine refused before streaming: pass its answer through.
                 async with asyncio.timeout(self._timeouts.total):
                     data = await upstream.read()
-                content_type = upstream.headers.get("content-type", _JSON)
-                return web.Response(
-                    body=data, status=upstream.status, headers={"Content-Type": content_type}
-                )
-            response = web.StreamResponse(status=200, headers=SSE_HEADERS)
+                headers = {"Content-Type": upstream.headers.get("content-type", _JSON)}
+                if admitted is not None:
+                    headers.update(admitted.headers)
+                return web.Response(body=data, status=upstream.status, headers=headers)
+            headers = SSE_HEADERS if admitted is None else {**SSE_HEADERS, **admitted.headers}
+            response = web.StreamResponse(status=200, headers=headers)
             await response.prepare(request)
             try:
                 await self._pump(upstream, response, events, route, started)
@@ -198,7 +242,7 @@ class Proxy:
                 log.info("client left a stream of %s; closing the upstream", route.name)
             return response
         finally:
-            self._record(identity, route, events.usage)
+            self._record(identity, route, events.usage, admitted)
             upstream.release()  # closes the connection unless it was read to its end
 
     async def _pump(
