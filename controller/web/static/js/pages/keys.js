@@ -15,7 +15,7 @@ export async function render(ctx) {
     const list = await get("/api/api-keys");
     clear(body, list.items.map((key) => h("tr", { dataset: { id: key.id } },
       h("td", {}, key.name),
-      h("td", {}, h("code", {}, `${key.prefix}…${key.hint}`)),
+      h("td", {}, h("code", {}, key.hint)),
       h("td", {}, key.allowed_deployments ? key.allowed_deployments.join(", ") : "all"),
       h("td", {}, when(key.created_at)),
       h("td", {}, when(key.last_used)),
