@@ -19,6 +19,20 @@ Numbers = tuple[int, int, float]
 def duration(seconds: float) -> str:
     """``seconds`` (>= 0) as OpenAI's reset headers write it, to the millisecond."""
     ms = max(0, math.ceil(seconds * 1000 - 1e-6))
+    text = _DURATIONS.get(ms)
+    if text is None:
+        if len(_DURATIONS) >= _DURATIONS_MAX:
+            _DURATIONS.clear()
+        text = _DURATIONS[ms] = _format_ms(ms)
+    return text
+
+
+# Resets repeat (a window's reset is often exactly its length): written once each.
+_DURATIONS: dict[int, str] = {}
+_DURATIONS_MAX = 4096
+
+
+def _format_ms(ms: int) -> str:
     if ms < 1000:
         return f"{ms}ms" if ms else "0s"
     hours, rest = divmod(ms, 3_600_000)
@@ -34,13 +48,15 @@ def duration(seconds: float) -> str:
 def rate_headers(requests: Numbers | None, tokens: Numbers | None) -> dict[str, str]:
     headers: dict[str, str] = {}
     if requests is not None:
-        headers["x-ratelimit-limit-requests"] = str(requests[1])
-        headers["x-ratelimit-remaining-requests"] = str(requests[0])
-        headers["x-ratelimit-reset-requests"] = duration(requests[2])
+        remaining, limit, reset = requests
+        headers["x-ratelimit-limit-requests"] = str(limit)
+        headers["x-ratelimit-remaining-requests"] = str(remaining)
+        headers["x-ratelimit-reset-requests"] = duration(reset)
     if tokens is not None:
-        headers["x-ratelimit-limit-tokens"] = str(tokens[1])
-        headers["x-ratelimit-remaining-tokens"] = str(tokens[0])
-        headers["x-ratelimit-reset-tokens"] = duration(tokens[2])
+        remaining, limit, reset = tokens
+        headers["x-ratelimit-limit-tokens"] = str(limit)
+        headers["x-ratelimit-remaining-tokens"] = str(remaining)
+        headers["x-ratelimit-reset-tokens"] = duration(reset)
     return headers
 
 

@@ -310,10 +310,12 @@ def _tokens_free_at(subject: _Subject, tpm: int) -> float:
 
 
 def _stricter(current: Numbers | None, candidate: Numbers) -> Numbers:
-    remaining = max(0, candidate[0])
-    candidate = (remaining, candidate[1], max(0.0, candidate[2]))
-    if current is None or remaining < current[0]:
+    """The one with fewer remaining (then the later reset), clamped at 0."""
+    remaining, limit, reset = candidate
+    if remaining < 0 or reset < 0:
+        candidate = (max(0, remaining), limit, max(0.0, reset))
+    if current is None or candidate[0] < current[0]:
         return candidate
-    if remaining == current[0] and candidate[2] > current[2]:
+    if candidate[0] == current[0] and candidate[2] > current[2]:
         return candidate
     return current
