@@ -222,3 +222,14 @@ async def restart(stack: Stack) -> None:
 async def test_unlimited_keys_get_no_rate_headers(stack: Stack) -> None:
     headers = await chat(stack, stack.key)
     assert not any(name in headers for name in RATE_HEADERS)
+
+
+async def test_engine_errors_release_their_slot_and_carry_the_headers(stack: Stack) -> None:
+    _, key = await new_key(stack, max_parallel=1)
+    await stack.engine.stop()
+    async with client(stack, key) as sdk:
+        for _ in range(3):  # a leaked slot would make the second a 429
+            with pytest.raises(openai.InternalServerError) as info:
+                await sdk.chat.completions.create(model=MODEL, messages=MESSAGES)
+            assert info.value.status_code == 502
+            assert info.value.response.headers["x-ratelimit-limit-requests"] == "1"
