@@ -2,14 +2,16 @@
 
 Start: the pooled keep-alive client to engines, the route table (invalidated
 by every fleet change), the limiter of keys and users (budgets read from the
-usage table, flushed first; windows on ``limits_clock``) and the proxy,
-reporting requests in flight to the metrics. Stop: the client's connections
-are closed (after the HTTP server stopped taking requests: the application
-tears the gateway down before the fleet and the store).
+usage table, flushed first; windows on ``limits_clock``, restored from the
+journal's last minute) and the proxy, reporting requests in flight to the
+metrics. Stop: the client's connections are closed (after the HTTP server
+stopped taking requests: the application tears the gateway down before the
+fleet and the store).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -21,7 +23,7 @@ from controller.gateway.routes import RouteTable
 from controller.gateway.state import Gateway
 from controller.gateway.upstream import EngineClient
 from controller.gateway.usage import UsageRecorder
-from controller.limits import Limiter, UsageTable
+from controller.limits import WINDOW, Limiter, UsageTable
 from controller.metrics import Metrics
 from controller.store import Database
 from shared.settings import ControllerSettings
@@ -49,6 +51,8 @@ async def serving_gateway(
             keepalive=settings.gateway_keepalive_seconds,
         )
         limiter = Limiter(UsageTable(db, usage.flush), clock=limits_clock)
+        # The last minute's requests, from the journal: rate windows outlive a restart.
+        limiter.restore(await asyncio.to_thread(usage.recent, limits_clock() - WINDOW))
         proxy = Proxy(client, usage, timeouts, metrics, limiter=limiter)
         metrics.watch_gateway(proxy.in_flight_by_name)
         yield Gateway(routes, proxy, usage, auth, fleet)

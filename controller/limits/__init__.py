@@ -7,8 +7,8 @@
 * ``_seed``      ``UsageTable``: a budget's used tokens, from the usage table
 """
 
-from controller.limits._limiter import Admission, Caller, Limiter
+from controller.limits._limiter import WINDOW, Admission, Caller, Limiter
 from controller.limits._limitset import LimitSet
 from controller.limits._seed import UsageTable
 
-__all__ = ["Admission", "Caller", "LimitSet", "Limiter", "UsageTable"]
+__all__ = ["WINDOW", "Admission", "Caller", "LimitSet", "Limiter", "UsageTable"]

@@ -206,6 +206,18 @@ async def test_budgets_survive_a_controller_restart(tmp_path: Path, database_url
         assert error.code == "token_budget"
 
 
+async def test_rate_windows_survive_a_controller_restart(tmp_path: Path, database_url: str) -> None:
+    overrides = {"grpc_port": free_port()}
+    async for stack in make_stack(tmp_path, database_url=database_url, overrides=overrides):
+        _, key = await new_key(stack, rpm=2, tpm=1000)
+        await chat(stack, key)
+        await chat(stack, key)
+        await restart(stack)  # the journal's last minute rebuilds the windows
+        error = await refused(stack, key)
+        assert error.code == "rpm"
+        assert error.response.headers["x-ratelimit-remaining-tokens"] == str(1000 - 20)
+
+
 async def restart(stack: Stack) -> None:
     """The controller stopped and started again; back when its route is served."""
     await stack.ctl.restart()
