@@ -18,8 +18,9 @@ the reverse order; every stop step runs even when an earlier one failed
    ``<data_dir>/usage-journal`` replayed into the store, then its flusher; on
    stop a last flush, after the gateway is gone.
 6. gateway (``controller.gateway.lifecycle``): the engine client, the route
-   table (invalidated by fleet events), the proxy; on stop the engine
-   connections close.
+   table (invalidated by fleet events), the limiter of keys and users (its
+   rate windows restored from the journal's last minute), the proxy; on stop
+   the engine connections close.
 
 Before that unwinding, aiohttp's shutdown closes every dashboard WebSocket
 (``controller.web``) and stops taking requests. Metrics live on the app from
