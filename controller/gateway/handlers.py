@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from controller.auth import Identity, bearer_token
+from controller.gateway.admission import REFUSAL_CODE as QUEUE_REFUSAL
 from controller.gateway.errors import GatewayError, openai_errors
 from controller.gateway.routes import Route
 from controller.gateway.state import GATEWAY, Gateway
@@ -107,6 +108,8 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
                 request, identity, route, body, raw=unchanged, admitted=admitted
             )
     except GatewayError as exc:
+        if exc.code == QUEUE_REFUSAL:
+            proxy.refused(identity, exc.code)
         if admitted is not None:
             exc.headers = {**admitted.headers, **(exc.headers or {})}
         raise

@@ -96,6 +96,11 @@ class Proxy:
             self._metrics.gateway_refused(identity.api_key_id or "", exc.code)
             raise
 
+    def refused(self, identity: Identity, code: str) -> None:
+        """Count a refusal by a limit that is not the key's or user's (the
+        deployment's queue)."""
+        self._metrics.gateway_refused(identity.api_key_id or "", code)
+
     def release(self, admitted: Admission) -> None:
         """End ``admitted`` (when the engine's tokens did not already)."""
         self._limiter.release(admitted, 0, 0)

@@ -24,6 +24,7 @@ from controller.gateway import GATEWAY
 from controller.gateway.admission import DeploymentGates
 from tests.conftest import Controller
 from tests.gateway.conftest import MODEL, Stack, make_stack
+from tests.metrics.scrape import scrape
 from tests.waiting import eventually
 
 TOKEN_DELAY = "0.05"  # seconds per token: a 2,000-token stream takes 100 s
@@ -129,6 +130,14 @@ async def test_a_wait_past_queue_timeout_is_refused(impatient: Stack) -> None:
     assert "no slot freed within 0.5 s" in body["error"]["message"]
     await idle(impatient)
     assert (await post(impatient, chat()))[0] == 200
+    # The refusal is counted, by key and reason.
+    metrics = await scrape(impatient.ctl)
+    refusals = {
+        dict(labels)["reason"]: value
+        for (name, labels), value in metrics.samples.items()
+        if name == "lmstack_gateway_refused_total"
+    }
+    assert refusals == {"deployment_max_parallel": 1}
 
 
 async def test_a_queued_client_that_leaves_frees_its_place(gated: Stack) -> None:
