@@ -27,8 +27,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -111,7 +113,20 @@ async def ttft(
     return samples
 
 
-async def run(requests: int) -> int:
+@dataclass(frozen=True)
+class GatewayStack:
+    """A controller process with one running deployment on the stand-in engine."""
+
+    http: aiohttp.ClientSession
+    ctl: ControllerProcess
+    engine_port: int
+
+
+@contextlib.asynccontextmanager
+async def gateway_stack() -> AsyncIterator[GatewayStack]:
+    """The controller as a process, a real agent session (in-memory runtime) and
+    the stand-in engine on the one port the controller may hand out, with the
+    deployment ``MODEL`` placed on it and reported running."""
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         engine = await start_engine(port)
@@ -135,12 +150,8 @@ async def run(requests: int) -> int:
                     ctl.url + "/api/deployments", json=body, headers=ctl.headers()
                 ) as resp:
                     assert resp.status == 201, await resp.text()
-                async with http.post(
-                    ctl.url + "/api/api-keys", json={"name": "bench"}, headers=ctl.headers()
-                ) as resp:
-                    key = (await resp.json())["key"]
                 await asyncio.sleep(0.5)  # the agent reports it running
-                return await measure(http, port, ctl.url, key, requests)
+                yield GatewayStack(http, ctl, port)
             finally:
                 agent.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -148,6 +159,23 @@ async def run(requests: int) -> int:
                 await ctl.stop()
                 engine.terminate()
                 await engine.wait()
+
+
+async def new_key(stack: GatewayStack, name: str, limits: dict[str, Any] | None = None) -> str:
+    body: dict[str, Any] = {"name": name} if limits is None else {"name": name, "limits": limits}
+    async with stack.http.post(
+        stack.ctl.url + "/api/api-keys", json=body, headers=stack.ctl.headers()
+    ) as resp:
+        assert resp.status == 201, await resp.text()
+        key = (await resp.json())["key"]
+    assert isinstance(key, str)
+    return key
+
+
+async def run(requests: int) -> int:
+    async with gateway_stack() as stack:
+        key = await new_key(stack, "bench")
+        return await measure(stack.http, stack.engine_port, stack.ctl.url, key, requests)
 
 
 @dataclass

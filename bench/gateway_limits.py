@@ -19,34 +19,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
-import tempfile
-from pathlib import Path
-from typing import Any
 
 import aiohttp
 
-from agent.gpu import SimulatedGpuReader
-from agent.session import AgentSession
-from bench.fleetbench import TOKEN, ControllerProcess, free_port, online_workers, percentile
-from bench.gateway import BODY, MODEL, compare, load, start_engine
-from shared.settings import AgentSettings
-from tests.runtime.memory_runtime import MemoryRuntime
+from bench.fleetbench import percentile
+from bench.gateway import BODY, compare, gateway_stack, load, new_key
 
 TARGET_MS = 0.05
 # Every limit, far above what the run can reach: admitted every time.
 LIMITS = {"rpm": 10**9, "tpm": 10**12, "max_parallel": 10**6,
           "token_budget": 10**15, "budget_period": "day"}  # fmt: skip
-
-
-async def new_key(
-    http: aiohttp.ClientSession, ctl: ControllerProcess, name: str, limits: dict[str, Any]
-) -> str:
-    body = {"name": name, "limits": limits}
-    async with http.post(ctl.url + "/api/api-keys", json=body, headers=ctl.headers()) as resp:
-        assert resp.status == 201, await resp.text()
-        return str((await resp.json())["key"])
 
 
 def auth(key: str) -> dict[str, str]:
@@ -89,40 +71,11 @@ async def measure(
 
 
 async def run(requests: int) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        engine = await start_engine(port)
-        ctl = ControllerProcess(Path(tmp) / "data", heartbeat=5.0)
-        os.environ["LMSTACK_ENGINE_PORT_MIN"] = str(port)
-        os.environ["LMSTACK_ENGINE_PORT_MAX"] = str(port)
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-            await ctl.start(http)
-            settings = AgentSettings(
-                controller=f"127.0.0.1:{ctl.grpc_port}", token=TOKEN, name="bench",
-                state_dir=Path(tmp) / "agent", advertise_address="127.0.0.1",
-            )  # fmt: skip
-            session = AgentSession(settings, MemoryRuntime(), SimulatedGpuReader(1, 80))
-            agent = asyncio.create_task(session.run())
-            try:
-                while not (workers := await online_workers(ctl, http)):
-                    await asyncio.sleep(0.05)
-                body = {"name": MODEL, "model": "m", "worker_id": workers[0]}
-                async with http.post(
-                    ctl.url + "/api/deployments", json=body, headers=ctl.headers()
-                ) as resp:
-                    assert resp.status == 201, await resp.text()
-                free = await new_key(http, ctl, "unlimited", {})
-                limited = await new_key(http, ctl, "limited", LIMITS)
-                await asyncio.sleep(0.5)  # the agent reports it running
-                url = f"{ctl.url}/v1/chat/completions"
-                return await measure(http, url, free, limited, requests)
-            finally:
-                agent.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await agent
-                await ctl.stop()
-                engine.terminate()
-                await engine.wait()
+    async with gateway_stack() as stack:
+        free = await new_key(stack, "unlimited")
+        limited = await new_key(stack, "limited", LIMITS)
+        url = f"{stack.ctl.url}/v1/chat/completions"
+        return await measure(stack.http, url, free, limited, requests)
 
 
 def main() -> None:
