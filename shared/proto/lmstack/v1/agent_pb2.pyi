@@ -82,6 +82,8 @@ class Hello(_message.Message):
     CONTAINERS_FIELD_NUMBER: _builtins.int
     RUNTIME_ERROR_FIELD_NUMBER: _builtins.int
     GPUS_SIMULATED_FIELD_NUMBER: _builtins.int
+    ENGINE_PORT_MIN_FIELD_NUMBER: _builtins.int
+    ENGINE_PORT_MAX_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     agent_version: _builtins.str
     protocol_version: _builtins.int
@@ -92,6 +94,12 @@ class Hello(_message.Message):
     runtime_error: _builtins.str
     """Set when the agent cannot reach a Docker engine (it still joins)."""
     gpus_simulated: _builtins.bool
+    engine_port_min: _builtins.int
+    """The host ports the controller may give this agent's engines
+    (`--engine-port-range`), both inclusive; 0 and 0: not declared, the
+    controller's own range applies.
+    """
+    engine_port_max: _builtins.int
     @_builtins.property
     def gpus(self) -> _containers.RepeatedCompositeFieldContainer[Global___GpuDevice]: ...
     @_builtins.property
@@ -111,10 +119,12 @@ class Hello(_message.Message):
         containers: _abc.Iterable[Global___ContainerInfo] | None = ...,
         runtime_error: _builtins.str = ...,
         gpus_simulated: _builtins.bool = ...,
+        engine_port_min: _builtins.int = ...,
+        engine_port_max: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["system_info", b"system_info"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["advertise_address", b"advertise_address", "agent_version", b"agent_version", "containers", b"containers", "gpus", b"gpus", "gpus_simulated", b"gpus_simulated", "name", b"name", "protocol_version", b"protocol_version", "runtime_error", b"runtime_error", "system_info", b"system_info", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["advertise_address", b"advertise_address", "agent_version", b"agent_version", "containers", b"containers", "engine_port_max", b"engine_port_max", "engine_port_min", b"engine_port_min", "gpus", b"gpus", "gpus_simulated", b"gpus_simulated", "name", b"name", "protocol_version", b"protocol_version", "runtime_error", b"runtime_error", "system_info", b"system_info", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -198,6 +208,7 @@ class ContainerInfo(_message.Message):
     SPEC_HASH_FIELD_NUMBER: _builtins.int
     EXIT_CODE_FIELD_NUMBER: _builtins.int
     STARTED_AT_FIELD_NUMBER: _builtins.int
+    CLUSTER_ID_FIELD_NUMBER: _builtins.int
     deployment_id: _builtins.str
     container_id: _builtins.str
     name: _builtins.str
@@ -209,6 +220,10 @@ class ContainerInfo(_message.Message):
     """Hash of the Deploy spec the container was created from."""
     exit_code: _builtins.int
     started_at: _builtins.str
+    cluster_id: _builtins.str
+    """The `lmstack.cluster_id` label: the cluster of the controller that had it
+    created; empty for containers made before clusters were labelled.
+    """
     def __init__(
         self,
         *,
@@ -221,10 +236,11 @@ class ContainerInfo(_message.Message):
         spec_hash: _builtins.str = ...,
         exit_code: _builtins.int = ...,
         started_at: _builtins.str = ...,
+        cluster_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id", "deployment_id", b"deployment_id", "exit_code", b"exit_code", "host_port", b"host_port", "image", b"image", "name", b"name", "spec_hash", b"spec_hash", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "container_id", b"container_id", "deployment_id", b"deployment_id", "exit_code", b"exit_code", "host_port", b"host_port", "image", b"image", "name", b"name", "spec_hash", b"spec_hash", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -471,12 +487,18 @@ class Welcome(_message.Message):
     HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
     PROTOCOL_VERSION_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
+    CLUSTER_ID_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     heartbeat_interval_seconds: _builtins.int
     """Whole seconds, for agents that only read this field."""
     protocol_version: _builtins.int
     heartbeat_interval_ms: _builtins.int
     """The interval in milliseconds; preferred when non-zero."""
+    cluster_id: _builtins.str
+    """The controller's cluster id (made once, kept in its database). The agent
+    labels every container it creates with it and stops or removes only
+    containers of this cluster (or unlabelled ones the controller names).
+    """
     def __init__(
         self,
         *,
@@ -484,10 +506,11 @@ class Welcome(_message.Message):
         heartbeat_interval_seconds: _builtins.int = ...,
         protocol_version: _builtins.int = ...,
         heartbeat_interval_ms: _builtins.int = ...,
+        cluster_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_ms", b"heartbeat_interval_ms", "heartbeat_interval_seconds", b"heartbeat_interval_seconds", "protocol_version", b"protocol_version", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "heartbeat_interval_ms", b"heartbeat_interval_ms", "heartbeat_interval_seconds", b"heartbeat_interval_seconds", "protocol_version", b"protocol_version", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
