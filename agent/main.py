@@ -110,6 +110,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--simulate-gpus", metavar="COUNTxGIB", help="report simulated GPUs, e.g. 4x80"
     )
     parser.add_argument(
+        "--engine-port-range",
+        metavar="MIN-MAX",
+        help="host ports the controller may give this host's engines, e.g. 41000-41999 "
+        "(default: the controller's range; agents sharing a host need disjoint ones)",
+    )
+    parser.add_argument(
         "--log-level", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     return parser.parse_args(argv)
@@ -205,7 +211,9 @@ class UnavailableRuntime:
     async def deploy(self, spec: DeploySpec, report: Reporter) -> None:
         await report(StatusUpdate(spec.deployment_id, ERROR, self._reason))
 
-    async def stop(self, deployment_id: str, remove: bool, report: Reporter) -> None:
+    async def stop(
+        self, deployment_id: str, remove: bool, report: Reporter, cluster_id: str = ""
+    ) -> None:
         await report(StatusUpdate(deployment_id, ERROR, self._reason))
 
     async def logs(self, deployment_id: str, lines: int) -> str:

@@ -49,6 +49,7 @@ class FakeSession:
     worker_id: str
     name: str
     gpu_devices: list[dict[str, Any]] = field(default_factory=list)
+    engine_ports: tuple[int, int] | None = None
 
 
 def fleet(workers: int, gpus: int) -> list[FakeSession]:

@@ -179,6 +179,17 @@ class GpuInfo(BaseModel):
     devices: list[GpuDeviceOut] = []
 
 
+class EnginePorts(BaseModel):
+    """The host ports the worker's engines are given, both ends inclusive."""
+
+    min: int
+    max: int
+    source: Literal["agent", "controller"] = Field(
+        description="agent: the range its agent declared (--engine-port-range); "
+        "controller: none declared, the controller's LMSTACK_ENGINE_PORT_MIN-_MAX"
+    )
+
+
 class WorkerOut(BaseModel):
     id: str
     name: str
@@ -191,6 +202,7 @@ class WorkerOut(BaseModel):
         default=0.0, description="Free GPU capacity: the sum of each GPU's unreserved fraction"
     )
     free_gpus: int = Field(default=0, description="GPUs with nothing reserved")
+    engine_ports: EnginePorts
     last_heartbeat: Timestamp | None
     created_at: Timestamp
 
@@ -211,6 +223,15 @@ class ContainerOut(BaseModel):
     image: str
     deployment_id: str
     port: int | None
+    cluster_id: str = Field(
+        default="",
+        description="The cluster of the controller that had it made; empty for "
+        "containers made before clusters were labelled",
+    )
+    foreign: bool = Field(
+        default=False,
+        description="Not this controller's cluster: it never stops or removes it",
+    )
 
 
 class ContainerList(BaseModel):

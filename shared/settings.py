@@ -98,6 +98,9 @@ class AgentSettings(_Base):
     # ``COUNTxGIB``, e.g. ``4x80``: report simulated GPUs (no device requests).
     simulate_gpus: str = ""
     reconnect_max_seconds: float = Field(default=10.0, gt=0)
+    # ``MIN-MAX``, e.g. ``41000-41999``: the host ports the controller may give
+    # this agent's engines; empty: the controller's own range.
+    engine_port_range: str = ""
     tls: bool = False
     tls_ca: Path | None = None
     tls_cert: Path | None = None
@@ -110,3 +113,28 @@ class AgentSettings(_Base):
         if not sep or not host or not port.isdigit():
             raise ValueError("must be HOST:PORT")
         return value
+
+    @field_validator("engine_port_range")
+    @classmethod
+    def _port_range(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            parse_port_range(value)
+        return value
+
+    def engine_ports(self) -> tuple[int, int] | None:
+        """The declared engine port range, both ends inclusive; ``None``: none declared."""
+        return parse_port_range(self.engine_port_range) if self.engine_port_range else None
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """``"41000-41999"`` → ``(41000, 41999)``; ``ValueError`` saying what is wrong."""
+    low, sep, high = text.partition("-")
+    if not sep or not low.strip().isdigit() or not high.strip().isdigit():
+        raise ValueError(f"{text!r} is not MIN-MAX (e.g. 41000-41999)")
+    first, last = int(low), int(high)
+    if not 1 <= first <= 65535 or not 1 <= last <= 65535:
+        raise ValueError(f"{text!r}: ports must be between 1 and 65535")
+    if first > last:
+        raise ValueError(f"{text!r}: MIN {first} is greater than MAX {last}")
+    return first, last

@@ -6,10 +6,12 @@ controller for as long as the agent lives.
 Guarantees:
 
 * **Hello first.** Every connection starts with a Hello that lists the GPUs,
-  the host, the persisted worker id and every container the runtime manages,
-  so the controller can diff desired against actual state after any restart.
+  the host, the persisted worker id, the declared engine port range and every
+  container the runtime manages (with its cluster label), so the controller can
+  diff desired against actual state after any restart.
 * **Identity survives restarts.** The worker id from Welcome is persisted
-  (``agent.session._identity``) and sent in the next Hello.
+  (``agent.session._identity``) and sent in the next Hello. The Welcome's
+  cluster id is the cluster this connection's containers belong to.
 * **The controller sets the pace.** Heartbeats follow Welcome's interval
   (``heartbeat_interval_ms``, else ``heartbeat_interval_seconds``); only when
   both are 0 does the agent's own ``heartbeat_interval`` apply.
@@ -119,17 +121,19 @@ class AgentSession:
             welcome = await self._await_welcome(call)
             self._accept(welcome)
             interval = heartbeat_interval(welcome, self._settings.heartbeat_interval)
-            await self._serve(call, outbox, interval)
+            await self._serve(call, outbox, interval, welcome.cluster_id)
         finally:
             outbox.close()
             if call is not None:
                 call.cancel()
             await channel.close()
 
-    async def _serve(self, call: Call, outbox: Outbox, interval: float) -> None:
+    async def _serve(self, call: Call, outbox: Outbox, interval: float, cluster_id: str) -> None:
         try:
             async with asyncio.TaskGroup() as tasks:
-                connection = Connection(tasks, outbox, self._runtime, self._gpus, self._watcher)
+                connection = Connection(
+                    tasks, outbox, self._runtime, self._gpus, self._watcher, cluster_id=cluster_id
+                )
                 tasks.create_task(connection.heartbeats(interval), name="lmstack-heartbeat")
                 await connection.read_commands(call, self._settings.controller)
         except BaseExceptionGroup as group:
@@ -167,6 +171,7 @@ class AgentSession:
         containers = await _list_containers(self._runtime) if info.available else []
         devices = await asyncio.to_thread(self._gpus.devices)
         host = await asyncio.to_thread(host_info)
+        ports = self._settings.engine_ports()
         address = self._settings.advertise_address or await asyncio.to_thread(
             primary_ip, self._settings.controller.rpartition(":")[0]
         )
@@ -187,6 +192,8 @@ class AgentSession:
             containers=[container_info(container) for container in containers],
             runtime_error="" if info.available else info.error or "container runtime unavailable",
             gpus_simulated=self._gpus.simulated,
+            engine_port_min=ports[0] if ports else 0,
+            engine_port_max=ports[1] if ports else 0,
         )
 
 

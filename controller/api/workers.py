@@ -18,6 +18,7 @@ from controller.scheduler import Scheduler
 from controller.schemas import (
     ContainerList,
     ContainerOut,
+    EnginePorts,
     GpuInfo,
     WorkerDetail,
     WorkerList,
@@ -36,6 +37,7 @@ def _fields(row: Worker, scheduler: Scheduler) -> dict[str, Any]:
         "agent_version": row.agent_version,
         "runtime_error": row.runtime_error,
         **_gpu_allocation(row, scheduler),
+        "engine_ports": _engine_ports(row, scheduler),
         "last_heartbeat": row.last_heartbeat,
         "created_at": row.created_at,
     }
@@ -52,6 +54,12 @@ def _gpu_allocation(row: Worker, scheduler: Scheduler) -> dict[str, Any]:
         gpu_free += max(0.0, 1.0 - usage.reserved)
         free_gpus += not usage.deployments
     return {"gpu_info": gpu_info, "gpu_free": round(gpu_free, 4), "free_gpus": free_gpus}
+
+
+def _engine_ports(row: Worker, scheduler: Scheduler) -> EnginePorts:
+    if row.engine_port_min is not None and row.engine_port_max is not None:
+        return EnginePorts(min=row.engine_port_min, max=row.engine_port_max, source="agent")
+    return EnginePorts(min=scheduler.ports.low, max=scheduler.ports.high, source="controller")
 
 
 def worker_out(row: Worker, scheduler: Scheduler) -> WorkerOut:

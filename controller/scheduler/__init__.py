@@ -8,13 +8,18 @@ new deployment, explains every rejection, and never over-commits a GPU.
 """
 
 from controller.scheduler.capacity import Demand, demand_for
-from controller.scheduler.ledger import Allocation, Ledger, LedgerConflict, WorkerBook
+from controller.scheduler.ledger import (
+    Allocation,
+    Ledger,
+    LedgerConflict,
+    PortRange,
+    WorkerBook,
+)
 from controller.scheduler.placement import (
     POLICIES,
     Placement,
     PlacementRequest,
     Policy,
-    PortRange,
     Refusal,
     Rejection,
     Unplaceable,

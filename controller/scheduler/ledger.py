@@ -10,7 +10,9 @@ Invariants:
 * ``reserved[i]`` equals the sum of ``holders[i]``; it is recomputed from the
   holders on every change, so float rounding never accumulates over time. The
   book's summaries (``partial_frees`` ...) are refreshed on the same change.
-* A host port belongs to at most one deployment of a worker.
+* A host port belongs to at most one deployment of a worker, and an
+  allocation booked with its worker's ``PortRange`` holds a port inside it
+  (``add`` refuses any other).
 
 Concurrency: plain synchronous code with no awaits. Mutations happen on the
 controller's event loop under the deployment service's placement lock
@@ -24,7 +26,26 @@ from dataclasses import dataclass, field
 
 
 class LedgerConflict(ValueError):
-    """An allocation would book a deployment twice or a port for two deployments."""
+    """An allocation would book a deployment twice, a port for two deployments,
+    or a port outside its worker's range."""
+
+
+@dataclass(frozen=True)
+class PortRange:
+    """Host ports ``low``..``high``, both inclusive."""
+
+    low: int
+    high: int
+    size: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", self.high - self.low + 1)
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.low <= port <= self.high
+
+    def __str__(self) -> str:
+        return f"{self.low}-{self.high}"
 
 
 @dataclass(frozen=True)
@@ -102,10 +123,16 @@ class Ledger:
     def allocation(self, deployment_id: str) -> Allocation | None:
         return self._allocations.get(deployment_id)
 
-    def add(self, allocation: Allocation) -> None:
-        """Book ``allocation``; ``LedgerConflict`` (and nothing booked) if it clashes."""
+    def add(self, allocation: Allocation, ports: PortRange | None = None) -> None:
+        """Book ``allocation``; ``LedgerConflict`` (and nothing booked) if it clashes
+        or its port lies outside ``ports`` (the worker's range, when given)."""
         if allocation.deployment_id in self._allocations:
             raise LedgerConflict(f"deployment {allocation.deployment_id} is booked already")
+        if ports is not None and allocation.port is not None and allocation.port not in ports:
+            raise LedgerConflict(
+                f"port {allocation.port} is outside the range {ports} of worker "
+                f"{allocation.worker_id}"
+            )
         book = self._books.setdefault(allocation.worker_id, WorkerBook())
         if allocation.port is not None:
             holder = book.ports.get(allocation.port)

@@ -1,14 +1,16 @@
 """Placement: which worker, which GPUs and which host port a new deployment gets.
 
 Pure and synchronous: the inputs are the candidate workers (online ones, with
-their GPU indices), the ledger of reservations and the port range; nothing here
-does I/O or keeps state, so it is tested directly and benchmarked without a
-server.
+their GPU indices and the port range their agent declared), the ledger of
+reservations and the controller's port range for workers that declared none;
+nothing here does I/O or keeps state, so it is tested directly and benchmarked
+without a server.
 
 Guarantees:
 * A placement never lifts any GPU's reservation above 1.0 and never hands out a
-  host port the ledger holds on that worker (the caller books the placement in
-  the same ledger before anyone else may decide; see ``service``).
+  host port the ledger holds on that worker, nor one outside the worker's range
+  (the caller books the placement in the same ledger before anyone else may
+  decide; see ``service``).
 * Deterministic: equal inputs give equal answers; ties go to the worker that
   sorts first by name, then id.
 * When nothing fits, the ``Refusal`` says for every worker considered why, with
@@ -45,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from controller.scheduler.capacity import EPSILON, Demand
-from controller.scheduler.ledger import Ledger, WorkerBook
+from controller.scheduler.ledger import Ledger, PortRange, WorkerBook
 from shared.errors import Conflict
 from shared.status import WorkerStatus
 
@@ -65,24 +67,14 @@ class WorkerCandidate:
     id: str
     name: str
     gpus: tuple[int, ...]
+    # The host ports its engines may get (the agent's declared range); ``None``:
+    # the range ``place`` is given.
+    ports: PortRange | None = None
     # GPUs numbered 0..n-1, the usual case: the book's summaries then suffice.
     dense: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dense", self.gpus == tuple(range(len(self.gpus))))
-
-
-@dataclass(frozen=True)
-class PortRange:
-    low: int
-    high: int
-    size: int = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "size", self.high - self.low + 1)
-
-    def __str__(self) -> str:
-        return f"{self.low}-{self.high}"
 
 
 @dataclass(frozen=True)
@@ -129,7 +121,10 @@ class Refusal:
             else heapq.nsmallest(limit, self.rejected, key=by_name)
         )
         return [
-            Rejection(worker.name, _reason(self.request, worker, self._book(worker), self.ports))
+            Rejection(
+                worker.name,
+                _reason(self.request, worker, self._book(worker), worker.ports or self.ports),
+            )
             for worker in ordered
         ]
 
@@ -216,7 +211,9 @@ def place(
     rejected: list[WorkerCandidate] = []
     for worker in workers:
         book = ledger.book(worker.id) or _EMPTY_BOOK
-        if not (_has_free_port(book, ports) and _fits(request, worker, book, policy)):
+        if not (
+            _has_free_port(book, worker.ports or ports) and _fits(request, worker, book, policy)
+        ):
             rejected.append(worker)
             continue
         if in_rank_order:
@@ -229,7 +226,7 @@ def place(
         return Refusal(request, tuple(rejected), ledger, ports)
     worker, book = best
     gpus = _pick(request, worker, book, policy)
-    port = _lowest_free_port(book, ports)
+    port = _lowest_free_port(book, worker.ports or ports)
     assert gpus is not None and port is not None  # the winner passed both checks
     fraction = request.demand.fraction if gpus else 0.0
     return Placement(worker.id, worker.name, gpus, fraction, port)
@@ -283,8 +280,9 @@ def _pick(
 
 
 def _has_free_port(book: WorkerBook, ports: PortRange) -> bool:
-    # Fewer holders than ports means a free one exists (pigeonhole); only a
-    # nearly full worker pays for the scan.
+    # Fewer holders than ports means a free one exists (pigeonhole; holders
+    # outside ``ports`` only make that truer); only a nearly full worker pays
+    # for the scan.
     return len(book.ports) < ports.size or _lowest_free_port(book, ports) is not None
 
 

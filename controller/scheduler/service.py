@@ -7,6 +7,11 @@ Guarantees:
   lock, so no second decision can see the resources free, and gives them back
   (``release``) when the commit fails.
 * Deleting a deployment releases its GPU fractions and host port.
+* A worker's engine ports come from the range its agent declared in Hello
+  (``--engine-port-range``, stored on the worker row), else from the
+  controller's ``LMSTACK_ENGINE_PORT_MIN``-``_MAX``; ``book`` never books a
+  port outside it. A deployment placed before its agent changed range keeps
+  its stored port (the ledger rebuilt by ``load`` holds it) until re-created.
 * After a restart the ledger is rebuilt from the store (``load``) before the
   API serves: every deployment assigned to a worker holds its stored
   ``gpu_indices`` (at the fraction ``shared.engines.reservation`` gives for its backend
@@ -38,12 +43,11 @@ from sqlalchemy import select
 
 from controller.scheduler.capacity import EPSILON, Demand, demand_for
 from controller.scheduler.index import MAX_INDEXED_COUNT, CapEntry, WorkerIndex
-from controller.scheduler.ledger import Allocation, Ledger, LedgerConflict, WorkerBook
+from controller.scheduler.ledger import Allocation, Ledger, LedgerConflict, PortRange, WorkerBook
 from controller.scheduler.placement import (
     POLICIES,
     Placement,
     PlacementRequest,
-    PortRange,
     Refusal,
     WorkerCandidate,
     place,
@@ -67,6 +71,11 @@ class LiveWorker(Protocol):
 
     @property
     def gpu_devices(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def engine_ports(self) -> tuple[int, int] | None:
+        """The host port range the agent declared; ``None``: the controller's applies."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -141,6 +150,8 @@ class Scheduler:
             self.ledger.add(Allocation(deployment_id, worker_id, indices, fraction, None))
 
     def book(self, deployment_id: str, placement: Placement) -> None:
+        """Book a decision; ``LedgerConflict`` if its port is held or outside the
+        worker's range."""
         self.ledger.add(
             Allocation(
                 deployment_id,
@@ -148,9 +159,18 @@ class Scheduler:
                 placement.gpu_indices,
                 placement.fraction,
                 placement.port,
-            )
+            ),
+            self.ports_of(placement.worker_id),
         )
         self._reindex(placement.worker_id)
+
+    def ports_of(self, worker_id: str) -> PortRange:
+        """The host ports the worker's engines get: the range its agent declared
+        in its last Hello, else the controller's."""
+        known = self._known.get(worker_id)
+        if known is not None and known[1].ports is not None:
+            return known[1].ports
+        return self.ports
 
     def release(self, deployment_id: str) -> Allocation | None:
         allocation = self.ledger.remove(deployment_id)
@@ -169,9 +189,17 @@ class Scheduler:
     def candidate(self, worker: LiveWorker) -> WorkerCandidate:
         """Placement's view of a connected worker, cached per session."""
         known = self._known.get(worker.worker_id)
-        if known is None or known[0] is not worker.gpu_devices or known[1].name != worker.name:
+        declared = worker.engine_ports
+        ports = PortRange(*declared) if declared else self.ports
+        if (
+            known is None
+            or known[0] is not worker.gpu_devices
+            or known[1].name != worker.name
+            or known[1].ports != ports
+        ):
             gpus = tuple(sorted(int(d["index"]) for d in worker.gpu_devices))
-            known = (worker.gpu_devices, WorkerCandidate(worker.worker_id, worker.name, gpus))
+            candidate = WorkerCandidate(worker.worker_id, worker.name, gpus, ports)
+            known = (worker.gpu_devices, candidate)
             self._known[worker.worker_id] = known
             self._reindex(worker.worker_id)
         return known[1]

@@ -4,6 +4,7 @@ from controller.store.db import Database, commit_or_conflict, flushing, uncancel
 from controller.store.models import (
     ApiKey,
     Base,
+    Cluster,
     Deployment,
     LoginToken,
     Usage,
@@ -15,6 +16,7 @@ from controller.store.models import (
 __all__ = [
     "ApiKey",
     "Base",
+    "Cluster",
     "Database",
     "Deployment",
     "LoginToken",

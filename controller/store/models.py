@@ -88,9 +88,27 @@ class Worker(Base):
     gpu_info: Mapped[dict[str, Any]] = mapped_column(default=dict)
     system_info: Mapped[dict[str, Any]] = mapped_column(default=dict)
     runtime_error: Mapped[str] = mapped_column(Text, default="")
+    # The host port range its agent declared (``--engine-port-range``); NULL:
+    # none, the controller's ``LMSTACK_ENGINE_PORT_MIN``-``_MAX`` applies.
+    engine_port_min: Mapped[int | None] = mapped_column(Integer, default=None)
+    engine_port_max: Mapped[int | None] = mapped_column(Integer, default=None)
     last_heartbeat: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Cluster(Base):
+    """The cluster this database is: one row, made on the first start
+    (``controller.bootstrap.ensure_cluster``) and never changed. Its id labels
+    every engine container, so a controller only ever stops or removes the
+    containers of its own cluster (DESIGN.md section 3)."""
+
+    __tablename__ = "cluster"
+
+    # Always 1: the primary key is what keeps the table at one row.
+    singleton: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    id: Mapped[str] = mapped_column(String(36), unique=True, default=new_id)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Deployment(Base):

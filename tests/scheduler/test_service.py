@@ -28,6 +28,7 @@ class Session:
     worker_id: str
     name: str
     gpu_devices: list[dict[str, Any]] = field(default_factory=list)
+    engine_ports: tuple[int, int] | None = None
 
 
 def sessions(rng: random.Random, count: int) -> list[Session]:
