@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 from pathlib import Path
 
@@ -80,11 +79,10 @@ class FleetServer:
         grpc.aio's ``Server.__del__`` schedules a shutdown on the loop it was
         made on if it still counts as running; dropped after the loop closed
         (at interpreter exit, after uvloop closed) that printed ``RuntimeError:
-        Event loop is closed``. Stopped and collected here, it never can."""
+        Event loop is closed``. Stopped and terminated here, and no longer
+        referenced, it has nothing left to schedule."""
         server, self._server = self._server, None
         if server is None:
             return
         await server.stop(grace)
         await server.wait_for_termination(grace)
-        del server
-        gc.collect()
