@@ -30,6 +30,8 @@ LABEL_DEPLOYMENT_NAME = "lmstack.deployment_name"
 LABEL_SPEC_HASH = "lmstack.spec_hash"
 LABEL_HOST_PORT = "lmstack.host_port"
 LABEL_BACKEND = "lmstack.backend"
+# The cluster id of the controller that had the container made (its Welcome's).
+LABEL_CLUSTER_ID = "lmstack.cluster_id"
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,10 @@ class DeploySpec:
     host_port: int
     gpu_indices: tuple[int, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
+    # Whose container it is (the controller's cluster id; empty: unknown). Not
+    # part of ``spec_hash``: who asked does not change what runs, and containers
+    # made before clusters were labelled are still adopted.
+    cluster_id: str = ""
 
 
 def spec_hash(spec: DeploySpec) -> str:
@@ -54,6 +60,7 @@ def spec_hash(spec: DeploySpec) -> str:
     The config is hashed as its wire mapping, so the hash is what it was when
     the config travelled as a plain dict."""
     fields = {**asdict(spec), "config": spec.config.to_mapping()}
+    del fields["cluster_id"]
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -69,6 +76,8 @@ class ContainerState:
     spec_hash: str
     exit_code: int = 0
     started_at: str = ""
+    # Its ``lmstack.cluster_id`` label; empty when it has none.
+    cluster_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,6 +112,10 @@ class Runtime(Protocol):
     async def deploy(self, spec: DeploySpec, report: Reporter) -> None:
         """Bring ``spec`` to running, reporting each status transition.
 
+        The container is labelled with ``spec.cluster_id`` when it is set. A
+        container of another cluster holding the deployment's id or name is
+        never replaced: the deploy fails with ``error`` saying so.
+
         Idempotent: a container of the same deployment and spec hash that runs
         already is left alone: not restarted, no ``starting`` report, and the
         last report is ``running`` with its container id (a runtime may report
@@ -113,8 +126,15 @@ class Runtime(Protocol):
         """
         ...
 
-    async def stop(self, deployment_id: str, remove: bool, report: Reporter) -> None:
-        """Stop (and remove) the deployment's container: ``stopping`` → ``stopped``."""
+    async def stop(
+        self, deployment_id: str, remove: bool, report: Reporter, cluster_id: str = ""
+    ) -> None:
+        """Stop (and remove) the deployment's container: ``stopping`` → ``stopped``.
+
+        With a ``cluster_id``, a container labelled with another cluster is
+        refused: reported as ``error`` naming both clusters, and left running.
+        An unlabelled container is stopped (the controller decided it is its own).
+        """
         ...
 
     async def logs(self, deployment_id: str, lines: int) -> str:

@@ -2,7 +2,8 @@
 
 ``plan_container`` combines the backend's image/command/port with everything LMStack adds:
 the ``lmstack-<name>`` container name, the labels that mark it as ours (with a stable
-hash of the spec, so an identical re-deploy is recognised), the environment (backend
+hash of the spec, so an identical re-deploy is recognised, and the cluster id of the
+controller that asked for it), the environment (backend
 defaults, then the agent's ``HF_TOKEN``, then the deployment's ``config["env"]`` and the
 spec's ``env``; later wins), the GPU indices to request (none when simulating GPUs: then
 they go to ``CUDA_VISIBLE_DEVICES`` only) and the Hugging Face cache mount.
@@ -17,6 +18,7 @@ from typing import Any
 from agent.backends import HF_CACHE_TARGET, get_backend
 from agent.types import (
     LABEL_BACKEND,
+    LABEL_CLUSTER_ID,
     LABEL_DEPLOYMENT_ID,
     LABEL_DEPLOYMENT_NAME,
     LABEL_HOST_PORT,
@@ -76,6 +78,8 @@ def plan_container(
         LABEL_HOST_PORT: str(spec.host_port),
         LABEL_BACKEND: backend.name,
     }
+    if spec.cluster_id:
+        labels[LABEL_CLUSTER_ID] = spec.cluster_id
     return ContainerPlan(
         name=container_name(spec.name),
         image=backend.image(spec),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import docker.errors
 from docker.models.containers import Container
 
 from agent.runtime._client import EngineClient
 from agent.runtime._errors import explain
 from agent.types import (
+    LABEL_CLUSTER_ID,
     LABEL_DEPLOYMENT_ID,
     LABEL_HOST_PORT,
     LABEL_MANAGED,
@@ -39,14 +42,18 @@ def find(client: EngineClient, deployment_id: str) -> Container | None:
 
 
 def remove(container: Container) -> None:
+    """Remove ``container``; when this returns it is gone and its name is free."""
     try:
         container.remove(force=True)
     except docker.errors.NotFound:
         pass
     except docker.errors.APIError as exc:
-        # Two removals racing: the other one wins, which is what we wanted.
+        # Two removals racing: the other one wins, which is what we wanted, but
+        # the name stays taken until it has finished: wait for that.
         if "already in progress" not in explain(exc):
             raise
+        with contextlib.suppress(docker.errors.NotFound):
+            container.wait(condition="removed")
 
 
 def tail(container: Container, lines: int | None) -> str:
@@ -73,4 +80,12 @@ def container_state(container: Container) -> ContainerState:
         spec_hash=labels.get(LABEL_SPEC_HASH, ""),
         exit_code=int(state.get("ExitCode", 0)),
         started_at="" if started_at == _ZERO_TIME else started_at,
+        cluster_id=labels.get(LABEL_CLUSTER_ID, ""),
     )
+
+
+def foreign(container: Container, cluster_id: str) -> str | None:
+    """The other cluster ``container`` is labelled with, when it is not
+    ``cluster_id``'s; ``None`` when it is ours, unlabelled, or no cluster is known."""
+    label = str(container.labels.get(LABEL_CLUSTER_ID, ""))
+    return label if cluster_id and label and label != cluster_id else None

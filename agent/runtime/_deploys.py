@@ -10,10 +10,21 @@ Guarantees:
 * Cancelling ``deploy`` (agent shutdown, or a ``Stop`` that supersedes it) leaves the
   container to whoever cancels it: containers outlive the agent.
 * Restarts belong to the agent and controller: containers get restart policy ``no``.
+* Ownership: the container is labelled with the spec's cluster id. A container of
+  another cluster is never removed to make room, whether it holds the deployment's
+  id or its name: the deploy fails saying whose it is. With a cluster id, an
+  unlabelled container of another deployment holding the name is refused too (it may
+  be another cluster's, made before labels); a same-name container of our own
+  cluster is an orphan and is removed.
+* No name conflict: removing a same-name container and creating ours are sections
+  under the name's lock (``agent.runtime._names``), which ``DockerRuntime.stop``
+  takes too. So an orphan's removal and a new deployment of its name, on two lanes,
+  run one after the other: the create never meets the name still held.
 
 Concurrency model: each deploy is one coroutine on the loop; its blocking Docker calls
 go through ``EngineClient.call``. The caller must not run ``deploy`` and ``stop`` of
-one deployment concurrently; different deployments may deploy in parallel.
+one deployment concurrently; different deployments may deploy in parallel, and
+``NameLocks`` orders what they do to one container name.
 """
 
 from __future__ import annotations
@@ -25,15 +36,19 @@ from pathlib import Path
 
 import aiohttp
 import docker.errors
+from docker.models.containers import Container
 from docker.types import DeviceRequest
 
 from agent.backends.container import ContainerPlan, plan_container
 from agent.runtime._client import EngineClient
-from agent.runtime._containers import find, remove, tail
+from agent.runtime._containers import find, foreign, remove, tail
 from agent.runtime._errors import DeployFailed, explain
+from agent.runtime._names import NameLocks
 from agent.runtime._pulls import ensure_image
 from agent.types import (
     ERROR,
+    LABEL_CLUSTER_ID,
+    LABEL_DEPLOYMENT_ID,
     LABEL_MANAGED,
     LABEL_SPEC_HASH,
     PENDING,
@@ -66,8 +81,10 @@ class Deployer:
         simulate_gpus: bool,
         health_host: str,
         bind_address: str,
+        names: NameLocks,
     ) -> None:
         self._client = client
+        self._names = names
         self._hf_cache_dir = hf_cache_dir
         self._ready_timeout = ready_timeout
         self._hf_token = hf_token
@@ -105,6 +122,12 @@ class Deployer:
         await report(StatusUpdate(spec.deployment_id, PENDING, port=spec.host_port))
 
         existing = await self._client.call(find, self._client, spec.deployment_id)
+        if existing is not None and (other := foreign(existing, spec.cluster_id)):
+            raise DeployFailed(
+                f"container {existing.name} ({existing.id:.12}) of this deployment belongs to "
+                f"LMStack cluster {other}, not to this controller's cluster {spec.cluster_id}; "
+                "left running"
+            )
         adopted = (
             existing is not None
             and existing.status == "running"
@@ -126,10 +149,15 @@ class Deployer:
                         existing.id,
                         existing.status,
                     )
-                    await self._client.call(remove, existing)
-                await self._client.call(self._clear_name, plan)
+                await self._names.run(plan.name, lambda: self._client.call(
+                    self._clear, existing, plan, spec.cluster_id
+                ))  # fmt: skip
                 await ensure_image(self._client, spec, plan.image, report)
-                container_id = await self._client.call(self._create_and_start, plan)
+                # The name is cleared again in the same section as the create: whatever
+                # took it during the pull is dealt with before the create, never during.
+                container_id = await self._names.run(plan.name, lambda: self._client.call(
+                    self._clear_and_create, plan, spec.cluster_id
+                ))  # fmt: skip
                 await report(self._update(spec, STARTING, container_id, "engine starting"))
             try:
                 await self._wait_ready(http, container_id, url, timeout)
@@ -155,7 +183,20 @@ class Deployer:
             spec.deployment_id, status, message, container_id=container_id, port=spec.host_port
         )
 
-    def _clear_name(self, plan: ContainerPlan) -> None:
+    def _clear(self, existing: Container | None, plan: ContainerPlan, cluster_id: str) -> None:
+        """Remove the deployment's old container and free its name. Runs in a
+        thread, under the name's lock."""
+        if existing is not None:
+            remove(existing)
+        self._clear_name(plan, cluster_id)
+
+    def _clear_and_create(self, plan: ContainerPlan, cluster_id: str) -> str:
+        """Free the name and create the container. Runs in a thread, under the
+        name's lock."""
+        self._clear_name(plan, cluster_id)
+        return self._create_and_start(plan)
+
+    def _clear_name(self, plan: ContainerPlan, cluster_id: str) -> None:
         """Free the container name, or fail if someone else's container holds it."""
         try:
             holder = self._client.sdk().containers.get(plan.name)
@@ -165,6 +206,17 @@ class Deployer:
             raise DeployFailed(
                 f"a container named {plan.name} exists and is not managed by LMStack; "
                 "rename or remove it"
+            )
+        if holder.labels.get(LABEL_DEPLOYMENT_ID) == plan.labels[LABEL_DEPLOYMENT_ID]:
+            remove(holder)  # this deployment's own, found by name
+            return
+        label = holder.labels.get(LABEL_CLUSTER_ID, "")
+        if cluster_id and label != cluster_id:
+            whose = f"LMStack cluster {label}" if label else "an unlabelled LMStack deployment"
+            raise DeployFailed(
+                f"the container name {plan.name} is held by {holder.id:.12} of {whose} "
+                f"(deployment {holder.labels.get(LABEL_DEPLOYMENT_ID, '?')}), not of this "
+                "controller's cluster; it is left running: remove it or rename the deployment"
             )
         # Ours, of a deployment that no longer exists under this name (names are unique
         # per controller): an orphan the controller would remove anyway.

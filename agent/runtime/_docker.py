@@ -10,6 +10,9 @@ Guarantees:
   message (exit code and last log lines when the engine exited). A failed ``deploy``
   leaves no container behind (``agent.runtime._deploys``).
 * ``info`` never raises; it says why the engine is unavailable.
+* ``stop`` with a cluster id refuses a container labelled with another cluster
+  (reported as ``error``, left running); stopping and removing a container holds its
+  name's lock, so a deploy of that name creates only once the name is free.
 * ``follow_logs`` reads Docker's log stream through the shared thread bridge
   (``agent.runtime._bridge``): bounded read-ahead, and leaving the iterator closes the
   stream's socket and ends the reader thread.
@@ -31,10 +34,11 @@ from docker.models.containers import Container
 
 from agent.runtime._bridge import iterate_in_thread
 from agent.runtime._client import EngineClient
-from agent.runtime._containers import container_state, find, managed, tail
+from agent.runtime._containers import container_state, find, foreign, managed, tail
 from agent.runtime._containers import remove as remove_container
 from agent.runtime._deploys import Deployer
 from agent.runtime._errors import translated
+from agent.runtime._names import NameLocks
 from agent.types import (
     ERROR,
     STOPPED,
@@ -71,6 +75,7 @@ class DockerRuntime:
     ) -> None:
         self._client = EngineClient(docker_host, docker_timeout)
         self._stop_timeout = stop_timeout
+        self._names = NameLocks()
         self._deployer = Deployer(
             self._client,
             hf_cache_dir=hf_cache_dir,
@@ -81,6 +86,7 @@ class DockerRuntime:
             # Engines are reached by the gateway on the advertise address: publish on
             # all interfaces unless told otherwise.
             bind_address=bind_address,
+            names=self._names,
         )
 
     async def close(self) -> None:
@@ -136,15 +142,37 @@ class DockerRuntime:
     async def deploy(self, spec: DeploySpec, report: Reporter) -> None:
         await self._deployer.deploy(spec, report)
 
-    async def stop(self, deployment_id: str, remove: bool, report: Reporter) -> None:
+    async def stop(
+        self, deployment_id: str, remove: bool, report: Reporter, cluster_id: str = ""
+    ) -> None:
         try:
             container = await self._client.call(find, self._client, deployment_id)
             if container is None:
                 await report(StatusUpdate(deployment_id, STOPPED, "no container"))
                 return
             container_id = str(container.id)
+            other = foreign(container, cluster_id)
+            if other is not None:
+                log.warning(
+                    "refusing to stop %s (%.12s): it belongs to cluster %s, not %s",
+                    container.name, container_id, other, cluster_id,
+                )  # fmt: skip
+                await report(
+                    StatusUpdate(
+                        deployment_id,
+                        ERROR,
+                        f"refused: container {container.name} belongs to LMStack cluster "
+                        f"{other}, not to this controller's cluster {cluster_id}; left running",
+                        container_id=container_id,
+                    )
+                )
+                return
             await report(StatusUpdate(deployment_id, STOPPING, container_id=container_id))
-            exit_code = await self._client.call(self._stop_container, container, remove)
+            # Under the name's lock: a deploy of the same name waits until it is free.
+            exit_code = await self._names.run(
+                str(container.name),
+                lambda: self._client.call(self._stop_container, container, remove),
+            )
         except LMStackError as exc:
             log.warning("stopping deployment %s failed: %s", deployment_id, exc)
             await report(StatusUpdate(deployment_id, ERROR, f"stopping failed: {exc}"))

@@ -11,7 +11,13 @@ Guarantees:
   become healthy.
 * **Every runtime status is reported** as a DeploymentStatus, and a container
   that exits on its own (seen on a heartbeat) is reported as ``error`` with its
-  exit code and last log lines.
+  exit code and last log lines, unless it belongs to another cluster.
+* **Ownership.** Every Deploy runs with the cluster id of the controller's
+  Welcome (its container is labelled with it), and every Stop with it too, so
+  the runtime refuses to stop another cluster's container. Commands for one
+  container *name* but different deployments (an orphan's removal, a new
+  deployment of that name) may run on two lanes at once; the runtime orders
+  what they do to the name (``agent.runtime._names``).
 
 Concurrency model: one asyncio loop. Every piece of background work (the
 heartbeat loop, lanes, request handlers, log follows, exit reports) is a task of
@@ -69,8 +75,11 @@ class Connection:
         runtime: Runtime,
         gpus: GpuReader,
         watcher: ExitWatcher,
+        *,
+        cluster_id: str = "",
     ) -> None:
         self._tasks = tasks
+        self._cluster_id = cluster_id
         self._outbox = outbox
         self._runtime = runtime
         self._gpus = gpus
@@ -141,7 +150,8 @@ class Connection:
             deploying.cancel()
 
     async def _deploy(self, command: agent_pb2.Deploy) -> None:
-        deploying = asyncio.ensure_future(self._runtime.deploy(deploy_spec(command), self._report))
+        spec = deploy_spec(command, self._cluster_id)
+        deploying = asyncio.ensure_future(self._runtime.deploy(spec, self._report))
         self._deploying[command.deployment_id] = deploying
         try:
             await deploying
@@ -168,7 +178,9 @@ class Connection:
             if isinstance(command, agent_pb2.Deploy):
                 await self._deploy(command)
             else:
-                await self._runtime.stop(deployment_id, command.remove, self._report)
+                await self._runtime.stop(
+                    deployment_id, command.remove, self._report, cluster_id=self._cluster_id
+                )
         except LMStackError as exc:
             logger.warning("deployment %s: %s", deployment_id, exc)
             await self._report(StatusUpdate(deployment_id, ERROR, str(exc)))
@@ -245,13 +257,20 @@ class Connection:
         token = self._watcher.token()
         stats = await self._gpu_stats()
         containers = await self._containers()
-        for container in self._watcher.observe(containers, token):
+        for container in self._watcher.observe(self._own(containers), token):
             self._spawn(self._report_exit(container), f"exit-{container.deployment_id}")
         heartbeat = agent_pb2.Heartbeat(
             gpus=[gpu_stats(gpu) for gpu in stats],
             containers=[container_info(c) for c in containers],
         )
         self._outbox.send(agent_pb2.AgentMessage(heartbeat=heartbeat))
+
+    def _own(self, containers: list[ContainerState]) -> list[ContainerState]:
+        """The containers not labelled with another cluster (whose exits are not
+        this controller's to hear about)."""
+        if not self._cluster_id:
+            return containers
+        return [c for c in containers if c.cluster_id in ("", self._cluster_id)]
 
     async def _gpu_stats(self) -> list[GpuStats]:
         if self._gpus.simulated:

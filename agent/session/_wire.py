@@ -36,7 +36,8 @@ def connection_error(error: grpc.aio.AioRpcError, controller: str) -> Exception:
     return ConnectionLost(f"{code.name}: {details}")
 
 
-def deploy_spec(command: agent_pb2.Deploy) -> DeploySpec:
+def deploy_spec(command: agent_pb2.Deploy, cluster_id: str = "") -> DeploySpec:
+    """The command as a spec, for the cluster ``cluster_id`` (the Welcome's)."""
     try:
         config = json.loads(command.config_json or "{}")
     except json.JSONDecodeError as exc:
@@ -53,6 +54,7 @@ def deploy_spec(command: agent_pb2.Deploy) -> DeploySpec:
         host_port=command.host_port,
         gpu_indices=tuple(command.gpu_indices),
         env=dict(command.env),
+        cluster_id=cluster_id,
     )
 
 

@@ -11,7 +11,10 @@ Behaviour mirrors ``DockerRuntime`` as ``agent.types.Runtime`` documents it:
   alone (one ``running`` report); another spec replaces the container.
 * ``stop`` reports ``stopping`` → ``stopped``; the container stays ``exited``
   unless ``remove`` is set. Stopping an unknown deployment just reports
-  ``stopped`` (commands are idempotent).
+  ``stopped`` (commands are idempotent). A container labelled with another
+  cluster than the stop's is refused (``error``) and left running.
+* Containers carry the spec's cluster id; ``plant`` adds one as another
+  cluster's agent would have made it.
 * ``logs`` returns the recorded lines; ``ContainerError`` for an unknown
   deployment.
 * ``follow_logs`` yields the last ``tail`` recorded lines, then every line
@@ -64,6 +67,7 @@ class _Container:
     state: str = "created"
     exit_code: int = 0
     started_at: str = ""
+    cluster_id: str = ""
     log_lines: list[str] = field(default_factory=list)
     # Set (and dropped) whenever its log or state changes; followers wait on them.
     waiters: set[asyncio.Event] = field(default_factory=set)
@@ -83,6 +87,7 @@ class _Container:
             spec_hash=self.spec_hash,
             exit_code=self.exit_code,
             started_at=self.started_at,
+            cluster_id=self.cluster_id,
         )
 
 
@@ -130,11 +135,17 @@ class MemoryRuntime:
         await report(self._update(container, RUNNING))
         self.events.append(("deployed", spec.deployment_id))
 
-    async def stop(self, deployment_id: str, remove: bool, report: Reporter) -> None:
+    async def stop(
+        self, deployment_id: str, remove: bool, report: Reporter, cluster_id: str = ""
+    ) -> None:
         self.events.append(("stop", deployment_id))
         container = self._containers.get(deployment_id)
         if container is None:
             await report(StatusUpdate(deployment_id, STOPPED))
+            return
+        if cluster_id and container.cluster_id and container.cluster_id != cluster_id:
+            message = f"refused: container {container.name} belongs to LMStack cluster "
+            await report(self._update(container, ERROR, message + container.cluster_id))
             return
         await report(self._update(container, STOPPING))
         if container.state == RUNNING:
@@ -205,6 +216,14 @@ class MemoryRuntime:
     def fail_next_deploy(self, deployment_id: str, message: str) -> None:
         self._failures[deployment_id] = message
 
+    def plant(self, spec: DeploySpec) -> ContainerState:
+        """A running container of ``spec`` (labelled ``spec.cluster_id``), made
+        without a deploy, as another controller's agent on this host made it."""
+        container = self._create(spec, spec_hash(spec))
+        container.state = RUNNING
+        container.started_at = _now()
+        return container.snapshot()
+
     # -- internals -----------------------------------------------------------------
 
     def _create(self, spec: DeploySpec, digest: str) -> _Container:
@@ -215,6 +234,7 @@ class MemoryRuntime:
             image=spec.image,
             host_port=spec.host_port,
             spec_hash=digest,
+            cluster_id=spec.cluster_id,
         )
         # Replaces any container of another spec, like DockerRuntime does.
         replaced = self._containers.get(spec.deployment_id)
