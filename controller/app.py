@@ -9,7 +9,7 @@ the reverse order; every stop step runs even when an earlier one failed
 2. auth: the authenticator and its API-key ``last_used`` flusher (flushed once
    more on stop).
 3. placement: the scheduler's ledger rebuilt from the store (before any agent
-   can connect).
+   can connect); the cluster id read from the store (made on the first start).
 4. fleet (``controller.fleet.lifecycle``): every worker marked offline, the
    gRPC server for agents, the liveness-and-flush loop; on stop the loop ends,
    every session closes and its worker is recorded offline, then the gRPC
@@ -45,7 +45,7 @@ from controller.api import DOCUMENTED_ONLY, ENDPOINTS
 from controller.api.metrics import document_metrics, metrics_endpoint
 from controller.auth import IDENTITY, Authenticator, bearer_token, require_admin
 from controller.background import Background
-from controller.bootstrap import agent_token, ensure_admin, prepare_data_dir
+from controller.bootstrap import agent_token, ensure_admin, ensure_cluster, prepare_data_dir
 from controller.deployments import DeploymentService
 from controller.fleet import serving_agents
 from controller.gateway import GATEWAY, PREFIX, create_gateway_app
@@ -112,11 +112,13 @@ async def _running(
         db = app[appkeys.DATABASE] = await enter(_store(settings))
         auth = app[appkeys.AUTH] = await enter(_auth(settings, db))
         scheduler = app[appkeys.SCHEDULER] = await build_scheduler(settings, db)
+        cluster_id = app[appkeys.CLUSTER_ID] = await ensure_cluster(db)
         serving = await enter(
             serving_agents(
-                settings, db, metrics, app[appkeys.BACKGROUND], agent_token(settings), clock=clock
+                settings, db, metrics, app[appkeys.BACKGROUND], agent_token(settings),
+                cluster_id=cluster_id, clock=clock,
             )
-        )
+        )  # fmt: skip
         fleet = app[appkeys.FLEET] = serving.fleet
         app[appkeys.GRPC_PORT] = serving.grpc_port
         app[appkeys.DEPLOYMENTS] = DeploymentService(db, fleet, scheduler)

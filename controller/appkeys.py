@@ -31,3 +31,5 @@ FLEET = web.AppKey("fleet", Fleet)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
 DEPLOYMENTS = web.AppKey("deployments", DeploymentService)
 GRPC_PORT = web.AppKey("grpc_port", int)
+# The cluster id this database is (``controller.bootstrap.ensure_cluster``).
+CLUSTER_ID = web.AppKey("cluster_id", str)

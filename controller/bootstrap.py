@@ -1,4 +1,5 @@
-"""First-start set-up: the data directory, the ``admin`` user, the agent join token.
+"""First-start set-up: the data directory, the ``admin`` user, the agent join
+token, the cluster id.
 
 Secrets that are generated are written once to 0600 files in the data
 directory and read back on later starts, never regenerated behind the
@@ -15,8 +16,8 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from controller.auth import hash_password, new_password
-from controller.store import Database, User
-from shared.errors import ConfigError
+from controller.store import Cluster, Database, User, commit_or_conflict
+from shared.errors import ConfigError, Conflict
 from shared.settings import ControllerSettings
 
 log = logging.getLogger("lmstack.bootstrap")
@@ -74,3 +75,23 @@ def agent_token(settings: ControllerSettings) -> str:
     if token:
         return token
     return read_or_create_secret(settings.data_dir / AGENT_TOKEN_FILE, secrets.token_urlsafe(32))
+
+
+async def ensure_cluster(db: Database) -> str:
+    """The cluster id kept in the database, made on the first start. Controllers
+    that start together on one database agree: the row's fixed primary key lets
+    only one insert win, and the others read the winner's id."""
+    for _ in range(2):
+        async with db.session() as session:
+            found: str | None = await session.scalar(select(Cluster.id))
+            if found is not None:
+                return found
+            row = Cluster(singleton=1)
+            session.add(row)
+            try:
+                await commit_or_conflict(session, "cluster made concurrently")
+            except Conflict:
+                continue  # another controller made it first: read theirs
+            log.warning("this database is the new LMStack cluster %s", row.id)
+            return row.id
+    raise ConfigError("the cluster table has no row and none can be added")

@@ -17,6 +17,8 @@ Guarantees:
   statistics at most once per ``GPU_PUSH_SECONDS`` per worker.
 * A log follow (``follow_logs``) also ends when the deployment is stopped for
   deletion, and leaving it sends ``StopFollow``.
+* Container listings mark each container ``foreign`` unless it belongs to this
+  controller's cluster (``controller.fleet.ownership``).
 
 Concurrency: everything runs on the controller's event loop. ``run()`` is the
 one background loop (liveness and flushing); it is owned by the fleet's
@@ -33,10 +35,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from controller.events import EventHub
 from controller.fleet.messages import deploy_message, deployment_event, stop_message, worker_event
+from controller.fleet.ownership import ours, unlabelled_ids
 from controller.fleet.session import AgentSession, LogFollow
 from controller.metrics import Metrics
 from controller.store import Database, Deployment, Worker, uncancelled
@@ -62,8 +65,11 @@ class Fleet:
         clock: Callable[[], float] = time.monotonic,
         events: EventHub | None = None,
         metrics: Metrics | None = None,
+        cluster_id: str = "",
     ) -> None:
         self._db = db
+        # Sent in every Welcome; the agents label containers with it.
+        self.cluster_id = cluster_id
         self.events = events or EventHub()
         self.metrics = metrics or Metrics()
         self.heartbeat_interval = heartbeat_interval
@@ -270,6 +276,8 @@ class Fleet:
             raise ServiceUnavailable(
                 f"Worker '{session.name}' could not list containers: {reply.containers.error}"
             )
+        found = list(reply.containers.containers)
+        known = await self.known_deployments(unlabelled_ids(found))
         return [
             {
                 "id": c.container_id,
@@ -278,9 +286,21 @@ class Fleet:
                 "image": c.image,
                 "deployment_id": c.deployment_id,
                 "port": c.host_port or None,
+                "cluster_id": c.cluster_id,
+                "foreign": not ours(self.cluster_id, c, known),
             }
-            for c in reply.containers.containers
+            for c in found
         ]
+
+    async def known_deployments(self, deployment_ids: set[str]) -> set[str]:
+        """Those of ``deployment_ids`` that are deployments of this database."""
+        if not deployment_ids:
+            return set()
+        async with self._db.session() as db:
+            found = await db.scalars(
+                select(Deployment.id).where(Deployment.id.in_(sorted(deployment_ids)))
+            )
+            return set(found)
 
     async def deploy(self, row: Deployment) -> None:
         """Push a Deploy to the deployment's worker if its agent is connected."""

@@ -44,6 +44,7 @@ async def serving_agents(
     background: Background,
     join_token: str,
     *,
+    cluster_id: str,
     clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[ServingFleet]:
     fleet = Fleet(
@@ -52,6 +53,7 @@ async def serving_agents(
         request_timeout=settings.agent_request_timeout,
         clock=clock,
         metrics=metrics,
+        cluster_id=cluster_id,
     )
     metrics.watch_fleet(fleet)
     await fleet.mark_all_offline()

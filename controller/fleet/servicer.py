@@ -9,8 +9,20 @@ read the agent's messages while writing its commands until either side ends.
 Reconciliation is level-triggered: every deployment assigned to the worker is
 sent as Deploy (the agent leaves a running container with the same spec alone,
 so running ones are adopted without a restart, missing ones are started), and
-every reported container whose deployment no longer exists is stopped and
-removed.
+every reported container of this controller's cluster whose deployment is not
+assigned to the worker (an orphan) is stopped and removed. Containers of
+another cluster are left running (``controller.fleet.ownership`` says which are
+ours), and the Welcome carries the cluster id the agent labels containers with.
+
+A status report for a deployment this controller does not have (deleted while
+it was starting) is answered with a Stop, unless it says the container is gone
+or failing already (``stopping``, ``stopped``, ``error``): an error report
+leaves no running container behind (a failed deploy removes its own; an exited
+engine is an orphan the next Hello removes), and answering it could start a
+loop with an agent that refuses to stop another cluster's container.
+
+The declared engine port range of a Hello is checked (``1 <= min <= max <=
+65535``, or both 0 for none; else ``INVALID_ARGUMENT``) and stored on the worker.
 """
 
 from __future__ import annotations
@@ -19,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -29,6 +41,7 @@ from sqlalchemy import select
 from controller.auth import digests_equal
 from controller.fleet.hub import Fleet
 from controller.fleet.messages import deploy_message, deployment_event, stop_message
+from controller.fleet.ownership import ours, unlabelled_ids
 from controller.fleet.session import AgentSession
 from controller.metrics import CommandTimer
 from controller.store import Database, Deployment, Worker, uncancelled
@@ -43,6 +56,23 @@ Context = grpc.aio.ServicerContext[agent_pb2.AgentMessage, agent_pb2.ControllerM
 MIB = 1024 * 1024
 # How long a refused agent's first message is waited for before the refusal.
 REFUSAL_READ_SECONDS = 5.0
+
+
+# Reports that need no Stop for a deployment we do not have (see the docstring).
+_GONE = frozenset({DeploymentStatus.STOPPING, DeploymentStatus.STOPPED, DeploymentStatus.ERROR})
+
+
+def engine_ports(hello: agent_pb2.Hello) -> tuple[int, int] | None:
+    """The Hello's declared engine port range; ``None`` when it declares none."""
+    low, high = hello.engine_port_min, hello.engine_port_max
+    if low == 0 and high == 0:
+        return None
+    if not 1 <= low <= high <= 65535:
+        raise _Refused(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"engine port range {low}-{high} is invalid: need 1 <= min <= max <= 65535",
+        )
+    return low, high
 
 
 def _valid_uuid(value: str) -> bool:
@@ -139,6 +169,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                     heartbeat_interval_seconds=max(1, round(interval)),
                     heartbeat_interval_ms=max(1, round(interval * 1000)),
                     protocol_version=PROTOCOL_VERSION,
+                    cluster_id=self._fleet.cluster_id,
                 )
             )
             await self._reconcile(session, hello.containers)
@@ -174,6 +205,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             )
         if not hello.name:
             raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "Hello.name is empty")
+        engine_ports(hello)  # refused here, before anything is stored
         return hello
 
     async def _register(self, hello: agent_pb2.Hello, peer: str) -> AgentSession:
@@ -201,13 +233,16 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                         f"another worker is named '{hello.name}'",
                     )
                 row.name = hello.name
+            ports = engine_ports(hello)
             session = AgentSession(
                 worker_id=row.id,
                 name=hello.name,
                 gpu_devices=gpu_devices(hello),
                 gpus_simulated=hello.gpus_simulated,
+                engine_ports=ports,
                 last_heartbeat=utcnow(),
             )
+            row.engine_port_min, row.engine_port_max = ports or (None, None)
             row.status = WorkerStatus.ONLINE
             row.advertise_address = hello.advertise_address or _peer_host(peer)
             row.agent_version = hello.agent_version
@@ -218,7 +253,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             await db.commit()
         return session
 
-    async def _reconcile(self, session: AgentSession, containers: Any) -> None:
+    async def _reconcile(
+        self, session: AgentSession, containers: Sequence[agent_pb2.ContainerInfo]
+    ) -> None:
         async with self._db.session() as db:
             desired = list(
                 await db.scalars(
@@ -228,8 +265,20 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         wanted = {d.id for d in desired}
         for deployment in desired:
             session.send(deploy_message(deployment))
-        orphans = {c.deployment_id for c in containers if c.deployment_id not in wanted}
-        for deployment_id in orphans:
+        strays = [c for c in containers if c.deployment_id not in wanted]
+        known = await self._fleet.known_deployments(unlabelled_ids(strays))
+        orphans: set[str] = set()
+        for container in strays:
+            if ours(self._fleet.cluster_id, container, known):
+                orphans.add(container.deployment_id)
+            else:
+                log.info(
+                    "worker %s: leaving container %s running: it belongs to %s",
+                    session.name, container.name or container.container_id,
+                    f"cluster {container.cluster_id}" if container.cluster_id
+                    else "no deployment of this cluster (unlabelled)",
+                )  # fmt: skip
+        for deployment_id in sorted(orphans):
             log.info("worker %s: removing orphan container of %s", session.name, deployment_id)
             session.send(stop_message(deployment_id))
 
@@ -278,7 +327,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         async with self._db.session() as db:
             row = await db.get(Deployment, status.deployment_id)
             if row is None or row.worker_id != session.worker_id:
-                if status.status not in (DeploymentStatus.STOPPING, DeploymentStatus.STOPPED):
+                if status.status not in _GONE:
                     # Deleted while it was starting: make sure it goes away.
                     session.send(stop_message(status.deployment_id))
                 return

@@ -84,6 +84,8 @@ class AgentSession:
     name: str
     gpu_devices: list[dict[str, Any]] = field(default_factory=list)
     gpus_simulated: bool = False
+    # The host port range the agent declared in Hello; ``None``: none.
+    engine_ports: tuple[int, int] | None = None
     last_seen: float = 0.0
     last_heartbeat: datetime | None = None
     gpu_stats: dict[int, dict[str, Any]] = field(default_factory=dict)
