@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.errors import ConfigError, StoreError
+from shared.files import read_or_create
 
 log = logging.getLogger("lmstack.gateway.journal")
 
@@ -280,18 +281,9 @@ class UsageJournal:
 
 
 def _read_or_create_id(path: Path) -> str:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        value = path.read_text().strip()
-        if not value:
-            raise OSError(f"{path} is empty; delete it to make a new journal id") from None
-        return value
-    value = str(uuid.uuid4())
-    with os.fdopen(fd, "w") as handle:
-        handle.write(value + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    value = read_or_create(path, str(uuid.uuid4()))
+    if not value:
+        raise OSError(f"{path} is empty; delete it to make a new journal id")
     return value
 
 
