@@ -9,7 +9,6 @@ operator's back.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from sqlalchemy import func, select
 from controller.auth import hash_password, new_password
 from controller.store import Cluster, Database, User, commit_or_conflict
 from shared.errors import ConfigError, Conflict
+from shared.files import read_or_create
 from shared.settings import ControllerSettings
 
 log = logging.getLogger("lmstack.bootstrap")
@@ -36,15 +36,12 @@ def prepare_data_dir(data_dir: Path) -> None:
 def read_or_create_secret(path: Path, make: str) -> str:
     """The secret in ``path``; written there (mode 0600, exclusively) if absent."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        value = path.read_text().strip()
-        if not value:
-            raise ConfigError(f"{path} is empty; delete it or set the secret explicitly") from None
-        return value
-    with os.fdopen(fd, "w") as handle:
-        handle.write(make + "\n")
-    return make
+        value = read_or_create(path, make)
+    except OSError as exc:
+        raise ConfigError(f"cannot read or write {path}: {exc}") from exc
+    if not value:
+        raise ConfigError(f"{path} is empty; delete it or set the secret explicitly")
+    return value
 
 
 async def ensure_admin(db: Database, settings: ControllerSettings) -> None:
