@@ -111,3 +111,22 @@ async def test_agent_with_bad_simulated_gpus_refuses_to_start(
 
     assert await _exit_code(process) == 2
     assert "COUNTxGIB" in (tmp_path / "agent.log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("41999-41000", "MIN 41999 is greater than MAX 41000"),
+        ("0-100", "between 1 and 65535"),
+        ("41000-70000", "between 1 and 65535"),
+        ("41000", "is not MIN-MAX"),
+    ],
+)
+async def test_agent_with_a_bad_engine_port_range_refuses_to_start(
+    launch: Launch, tmp_path: Path, value: str, says: str
+) -> None:
+    process = await launch("--token", TOKEN, "--engine-port-range", value)
+
+    assert await _exit_code(process) == 2
+    log = (tmp_path / "agent.log").read_text()
+    assert "engine_port_range" in log and says in log

@@ -13,6 +13,7 @@ import docker
 import docker.errors
 import openai
 
+from controller import appkeys
 from tests.conftest import Controller
 from tests.e2e.conftest import AgentProcess
 from tests.waiting import eventually
@@ -127,6 +128,9 @@ async def test_create_run_logs_containers_delete(
             "image": engine_image,
             "deployment_id": created["id"],
             "port": port,
+            # Labelled with this controller's cluster: its own, not foreign.
+            "cluster_id": ctl.app[appkeys.CLUSTER_ID],
+            "foreign": False,
         }
     ]
 

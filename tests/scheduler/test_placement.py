@@ -12,6 +12,7 @@ from controller.scheduler import (
     POLICIES,
     Allocation,
     Ledger,
+    LedgerConflict,
     Placement,
     PlacementRequest,
     PortRange,
@@ -363,3 +364,21 @@ def test_never_over_commits_under_random_load(policy: str) -> None:
                 assert all(r <= 1.0 + 1e-9 for r in book.reserved.values())
                 assert all(40000 <= p <= 40063 for p in book.ports)
     assert len(ledger) > 0
+
+
+def test_a_worker_with_its_own_port_range_gets_ports_from_it() -> None:
+    ranged = WorkerCandidate(id="id-r", name="r", gpus=(0,), ports=PortRange(41000, 41001))
+    ledger = Ledger()
+    req = PlacementRequest("a", demand_for("vllm", EngineConfig.from_mapping({"gpu_count": 0})))
+    taken = []
+    for n in range(2):
+        result = place(req, [ranged], ledger, PORTS, POLICIES["binpack"])
+        assert isinstance(result, Placement)
+        taken.append(result.port)
+        ledger.add(Allocation(f"d{n}", ranged.id, (), 0.0, result.port), ranged.ports)
+    assert taken == [41000, 41001]
+    refused = place(req, [ranged], ledger, PORTS, POLICIES["binpack"])
+    assert isinstance(refused, Refusal)
+    assert "no free host port in 41000-41001" in explain(refused).detail
+    with pytest.raises(LedgerConflict, match="outside the range 41000-41001"):
+        ledger.add(Allocation("d9", ranged.id, (), 0.0, PORTS.low), ranged.ports)
