@@ -54,23 +54,32 @@ def docker_client(engine_image: str, prefix: str) -> Iterator[docker.DockerClien
         client.close()
 
 
-@pytest.fixture
-async def e2e_controller(tmp_path: Path) -> AsyncIterator[Controller]:
+@contextlib.asynccontextmanager
+async def running_controller(data_dir: Path) -> AsyncIterator[Controller]:
+    """A controller for Docker e2e tests: its own data directory, gRPC port and
+    private slice of engine ports, so parallel sessions do not collide."""
     low = free_port()
     ctl = Controller(
-        data_dir=tmp_path / "data",
+        data_dir=data_dir,
         overrides={
             "heartbeat_interval": HEARTBEAT,
             "agent_request_timeout": 5.0,
             "grpc_port": free_port(),
-            # A private slice of ports, so parallel sessions do not collide.
             "engine_port_min": low,
             "engine_port_max": low + 20,
         },
     )
     await ctl.start()
-    yield ctl
-    await ctl.close()
+    try:
+        yield ctl
+    finally:
+        await ctl.close()
+
+
+@pytest.fixture
+async def e2e_controller(tmp_path: Path) -> AsyncIterator[Controller]:
+    async with running_controller(tmp_path / "data") as ctl:
+        yield ctl
 
 
 @dataclass

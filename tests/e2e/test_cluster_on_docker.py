@@ -16,8 +16,7 @@ import pytest
 
 from controller import appkeys
 from tests.conftest import Controller
-from tests.dockerutil import free_port
-from tests.e2e.conftest import HEARTBEAT, AgentProcess
+from tests.e2e.conftest import AgentProcess, running_controller
 from tests.e2e.test_deployments_on_docker import (
     container_of,
     create,
@@ -30,20 +29,8 @@ from tests.e2e.test_deployments_on_docker import (
 @pytest.fixture
 async def fresh_controller(tmp_path: Path) -> AsyncIterator[Controller]:
     """A second controller on this host: its own data directory and ports."""
-    low = free_port()
-    ctl = Controller(
-        data_dir=tmp_path / "fresh-data",
-        overrides={
-            "heartbeat_interval": HEARTBEAT,
-            "agent_request_timeout": 5.0,
-            "grpc_port": free_port(),
-            "engine_port_min": low,
-            "engine_port_max": low + 20,
-        },
-    )
-    await ctl.start()
-    yield ctl
-    await ctl.close()
+    async with running_controller(tmp_path / "fresh-data") as ctl:
+        yield ctl
 
 
 @pytest.fixture
