@@ -92,7 +92,12 @@ class Worker(Base):
     # none, the controller's ``LMSTACK_ENGINE_PORT_MIN``-``_MAX`` applies.
     engine_port_min: Mapped[int | None] = mapped_column(Integer, default=None)
     engine_port_max: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Its agent's labels (``--label key=value``), matched by ``config.worker_selector``.
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
     last_heartbeat: Mapped[datetime | None] = mapped_column(default=None)
+    # When the worker last went offline; NULL while online (or never seen
+    # offline since this controller started). Rescheduling reads it.
+    offline_since: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -112,6 +117,16 @@ class Cluster(Base):
 
 
 class Deployment(Base):
+    """A model served by ``replicas`` instances (DESIGN.md section 7).
+
+    ``model`` and ``config`` are the desired spec; ``spec_version`` counts its
+    container changes (model, image, engine config), and an instance of an older
+    version is rolled. ``status``, ``status_message``, ``worker_id``,
+    ``container_id``, ``port`` and ``gpu_indices`` are the aggregate the REST API
+    documents (``controller.deployments.aggregate``), kept in step with the
+    instances so lists filter and page without reading them.
+    """
+
     __tablename__ = "deployments"
     __table_args__ = (Index("ix_deployments_created", "created_at", "id"),)
 
@@ -119,6 +134,14 @@ class Deployment(Base):
     name: Mapped[str] = mapped_column(String(63), unique=True)
     backend: Mapped[str] = mapped_column(String(16))
     model: Mapped[str] = mapped_column(String(512))
+    replicas: Mapped[int] = mapped_column(Integer, default=1)
+    # ``POST .../stop``: no instance runs, ``replicas`` is kept for ``/start``.
+    stopped: Mapped[bool] = mapped_column(Boolean, default=False)
+    spec_version: Mapped[int] = mapped_column(Integer, default=1)
+    # Why the last rolling update halted; empty when none did.
+    rollout_error: Mapped[str] = mapped_column(Text, default="")
+    # Every instance on this worker (``worker_id`` of the create); NULL: placed.
+    pinned_worker_id: Mapped[str | None] = mapped_column(String(36), default=None)
     status: Mapped[str] = mapped_column(String(16), default=DeploymentStatus.PENDING, index=True)
     status_message: Mapped[str] = mapped_column(Text, default="")
     worker_id: Mapped[str | None] = mapped_column(
@@ -128,6 +151,42 @@ class Deployment(Base):
     port: Mapped[int | None] = mapped_column(Integer, default=None)
     gpu_indices: Mapped[list[Any]] = mapped_column(default=list)
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Instance(Base):
+    """One replica of a deployment: one engine container on one worker.
+
+    ``model`` and ``config`` are the spec it runs (``spec_version`` of its
+    deployment's), so an old instance keeps its spec through a rolling update.
+    ``draining``: being stopped; the gateway sends it no new requests.
+    Instances made by the upgrade to replicas have their deployment's id.
+    """
+
+    __tablename__ = "instances"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    deployment_id: Mapped[str] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), index=True
+    )
+    worker_id: Mapped[str | None] = mapped_column(
+        ForeignKey("workers.id", ondelete="SET NULL"), index=True, default=None
+    )
+    gpu_indices: Mapped[list[Any]] = mapped_column(default=list)
+    port: Mapped[int | None] = mapped_column(Integer, default=None)
+    container_id: Mapped[str | None] = mapped_column(String(80), default=None)
+    status: Mapped[str] = mapped_column(String(16), default=DeploymentStatus.PENDING)
+    status_message: Mapped[str] = mapped_column(Text, default="")
+    # An ``error`` after which the agent restarts nothing more.
+    final: Mapped[bool] = mapped_column(Boolean, default=False)
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    last_exit_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    spec_version: Mapped[int] = mapped_column(Integer, default=1)
+    model: Mapped[str] = mapped_column(String(512))
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    draining: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

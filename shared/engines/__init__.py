@@ -8,7 +8,7 @@ path, options, reservation and served-name rules); ``ENGINES`` holds them all.
 
 from __future__ import annotations
 
-from shared.engines.config import CONFIG_KEYS, EngineConfig
+from shared.engines.config import CONFIG_KEYS, SERVING_KEYS, EngineConfig, RestartPolicy
 from shared.engines.registry import (
     BACKEND_NAMES,
     DEFAULT_BACKEND,
@@ -30,12 +30,14 @@ __all__ = [
     "DEFAULT_BACKEND",
     "ENGINES",
     "OLLAMA",
+    "SERVING_KEYS",
     "SGLANG",
     "VLLM",
     "BackendName",
     "Engine",
     "EngineConfig",
     "GpuReservation",
+    "RestartPolicy",
     "engine",
     "reservation",
     "served_model_name",

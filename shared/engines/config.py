@@ -13,6 +13,12 @@ beyond those; default ``4 * max_parallel``) and ``queue_timeout`` (seconds one
 waits; default 30). The last two require the first. See
 ``controller.gateway.admission``.
 
+The serving keys (``SERVING_KEYS``: admission, ``restart_policy``,
+``max_restarts``, ``drain_timeout``, ``reschedule_after``, ``worker_selector``)
+shape how the engine is served, not its container: a change to them alone is
+applied in place, without a rolling update, and ``container_mapping`` (what the
+agent's spec hash covers) leaves them out.
+
 Wire and storage format: a JSON object holding only the keys that are set, so a
 config round-trips unchanged (``from_mapping(c.to_mapping()) == c``). Keys this
 version does not know are dropped by ``from_mapping``: the agent ignored them
@@ -38,6 +44,27 @@ from shared.errors import ConfigError
 
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 Dtype = Literal["auto", "half", "float16", "bfloat16", "float", "float32"]
+RestartPolicy = Literal["on-failure", "always", "never"]
+# Worker labels (``lmstack-agent --label key=value``) and selectors on them.
+LabelKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")]
+LabelValue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._/-]{0,63}$")]
+
+# Keys that change how LMStack serves the engine, not the engine's container:
+# changing them changes no container (``container_mapping``) and rolls nothing.
+SERVING_KEYS: frozenset[str] = frozenset(
+    {
+        "max_parallel",
+        "max_queued",
+        "queue_timeout",
+        "restart_policy",
+        "max_restarts",
+        "drain_timeout",
+        "reschedule_after",
+        "worker_selector",
+    }
+)
+DEFAULT_DRAIN_TIMEOUT = 30.0
+DEFAULT_RESCHEDULE_AFTER = 300
 
 
 class EngineConfig(BaseModel):
@@ -100,6 +127,42 @@ class EngineConfig(BaseModel):
         "max_parallel; default 30).",
     )
 
+    # Serving (DESIGN.md section 7): the agent's restart policy, the controller's
+    # draining, rescheduling and placement filter. No engine flag reads them.
+    restart_policy: RestartPolicy | None = Field(
+        default=None,
+        description="When the agent restarts an engine that exited or failed its "
+        "health check 3 times: on-failure (default: a non-zero exit or a failed "
+        "health check), always, never. Back-off 10 s doubling to 5 min, reset after "
+        "10 min healthy.",
+    )
+    max_restarts: int | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description="Restarts after which an instance stays in error. Unset: unlimited.",
+    )
+    drain_timeout: float | None = Field(
+        default=None,
+        ge=0,
+        le=86400,
+        description="Seconds an instance being stopped (scale down, update, stop, "
+        "delete) keeps serving its in-flight requests; it gets no new ones. Default 30.",
+    )
+    reschedule_after: int | None = Field(
+        default=None,
+        ge=0,
+        le=30 * 86400,
+        description="Seconds a worker may be offline before its instances are placed "
+        "elsewhere; 0: never. Default 300.",
+    )
+    worker_selector: dict[LabelKey, LabelValue] | None = Field(
+        default=None,
+        max_length=32,
+        description="Worker labels an instance's worker must carry (lmstack-agent "
+        '--label key=value), e.g. {"gpu": "a100"}.',
+    )
+
     @field_validator("max_queued", "queue_timeout")
     @classmethod
     def _needs_max_parallel(cls, value: float | None, info: ValidationInfo) -> float | None:
@@ -148,6 +211,23 @@ class EngineConfig(BaseModel):
     def to_mapping(self) -> dict[str, Any]:
         """The JSON object to store and send: only the keys that are set."""
         return self.model_dump(mode="json", exclude_none=True)
+
+    def container_mapping(self) -> dict[str, Any]:
+        """``to_mapping`` without the serving keys (``SERVING_KEYS``): what the
+        engine's container is made from. Equal ones mean the same container."""
+        return {k: v for k, v in self.to_mapping().items() if k not in SERVING_KEYS}
+
+    @property
+    def effective_restart_policy(self) -> RestartPolicy:
+        return self.restart_policy or "on-failure"
+
+    @property
+    def effective_drain_timeout(self) -> float:
+        return DEFAULT_DRAIN_TIMEOUT if self.drain_timeout is None else self.drain_timeout
+
+    @property
+    def effective_reschedule_after(self) -> int:
+        return DEFAULT_RESCHEDULE_AFTER if self.reschedule_after is None else self.reschedule_after
 
 
 # Every backend accepts every key; one it has no use for is ignored (see ``Engine``).

@@ -24,55 +24,59 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16lmstack/v1/agent.proto\x12\nlmstack.v1\"\xac\x02\n\x0c\x41gentMessage\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.lmstack.v1.HelloH\x00\x12*\n\theartbeat\x18\x02 \x01(\x0b\x32\x15.lmstack.v1.HeartbeatH\x00\x12\x39\n\x11\x64\x65ployment_status\x18\x03 \x01(\x0b\x32\x1c.lmstack.v1.DeploymentStatusH\x00\x12-\n\x0blogs_result\x18\x04 \x01(\x0b\x32\x16.lmstack.v1.LogsResultH\x00\x12,\n\ncontainers\x18\x05 \x01(\x0b\x32\x16.lmstack.v1.ContainersH\x00\x12)\n\tlog_chunk\x18\x06 \x01(\x0b\x32\x14.lmstack.v1.LogChunkH\x00\x42\t\n\x07payload\"\xd6\x02\n\x05Hello\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\ragent_version\x18\x02 \x01(\t\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\x12\x19\n\x11\x61\x64vertise_address\x18\x04 \x01(\t\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12#\n\x04gpus\x18\x06 \x03(\x0b\x32\x15.lmstack.v1.GpuDevice\x12+\n\x0bsystem_info\x18\x07 \x01(\x0b\x32\x16.lmstack.v1.SystemInfo\x12-\n\ncontainers\x18\x08 \x03(\x0b\x32\x19.lmstack.v1.ContainerInfo\x12\x15\n\rruntime_error\x18\t \x01(\t\x12\x16\n\x0egpus_simulated\x18\n \x01(\x08\x12\x17\n\x0f\x65ngine_port_min\x18\x0b \x01(\r\x12\x17\n\x0f\x65ngine_port_max\x18\x0c \x01(\r\"\x80\x01\n\tGpuDevice\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x1a\n\x12memory_total_bytes\x18\x04 \x01(\x04\x12\x16\n\x0e\x64river_version\x18\x05 \x01(\t\x12\x14\n\x0c\x63uda_version\x18\x06 \x01(\t\"q\n\nSystemInfo\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x11\n\tcpu_count\x18\x02 \x01(\r\x12\x1a\n\x12memory_total_bytes\x18\x03 \x01(\x04\x12\n\n\x02os\x18\x04 \x01(\t\x12\x16\n\x0e\x64ocker_version\x18\x05 \x01(\t\"\xc9\x01\n\rContainerInfo\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontainer_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\r\n\x05image\x18\x05 \x01(\t\x12\x11\n\thost_port\x18\x06 \x01(\r\x12\x11\n\tspec_hash\x18\x07 \x01(\t\x12\x11\n\texit_code\x18\x08 \x01(\x05\x12\x12\n\nstarted_at\x18\t \x01(\t\x12\x12\n\ncluster_id\x18\n \x01(\t\"^\n\tHeartbeat\x12\"\n\x04gpus\x18\x01 \x03(\x0b\x32\x14.lmstack.v1.GpuStats\x12-\n\ncontainers\x18\x02 \x03(\x0b\x32\x19.lmstack.v1.ContainerInfo\"\x89\x01\n\x08GpuStats\x12\r\n\x05index\x18\x01 \x01(\r\x12\x19\n\x11memory_used_bytes\x18\x02 \x01(\x04\x12\x1a\n\x12memory_total_bytes\x18\x03 \x01(\x04\x12\x13\n\x0butilization\x18\x04 \x01(\r\x12\x13\n\x0btemperature\x18\x05 \x01(\r\x12\r\n\x05power\x18\x06 \x01(\x01\"\x98\x01\n\x10\x44\x65ploymentStatus\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontainer_id\x18\x04 \x01(\t\x12\x0c\n\x04port\x18\x05 \x01(\r\x12\x15\n\rhas_exit_code\x18\x06 \x01(\x08\x12\x11\n\texit_code\x18\x07 \x01(\x05\"=\n\nLogsResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04logs\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"^\n\nContainers\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12-\n\ncontainers\x18\x02 \x03(\x0b\x32\x19.lmstack.v1.ContainerInfo\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"H\n\x08LogChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\t\x12\x0b\n\x03\x65of\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"\xd0\x02\n\x11\x43ontrollerMessage\x12&\n\x07welcome\x18\x01 \x01(\x0b\x32\x13.lmstack.v1.WelcomeH\x00\x12$\n\x06\x64\x65ploy\x18\x02 \x01(\x0b\x32\x12.lmstack.v1.DeployH\x00\x12 \n\x04stop\x18\x03 \x01(\x0b\x32\x10.lmstack.v1.StopH\x00\x12+\n\nfetch_logs\x18\x04 \x01(\x0b\x32\x15.lmstack.v1.FetchLogsH\x00\x12\x35\n\x0flist_containers\x18\x05 \x01(\x0b\x32\x1a.lmstack.v1.ListContainersH\x00\x12-\n\x0b\x66ollow_logs\x18\x06 \x01(\x0b\x32\x16.lmstack.v1.FollowLogsH\x00\x12-\n\x0bstop_follow\x18\x07 \x01(\x0b\x32\x16.lmstack.v1.StopFollowH\x00\x42\t\n\x07payload\"\x8d\x01\n\x07Welcome\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\r\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\x12\x1d\n\x15heartbeat_interval_ms\x18\x04 \x01(\r\x12\x12\n\ncluster_id\x18\x05 \x01(\t\"\xef\x01\n\x06\x44\x65ploy\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\r\n\x05image\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x06 \x01(\t\x12\x11\n\thost_port\x18\x07 \x01(\r\x12\x13\n\x0bgpu_indices\x18\x08 \x03(\r\x12(\n\x03\x65nv\x18\t \x03(\x0b\x32\x1b.lmstack.v1.Deploy.EnvEntry\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"-\n\x04Stop\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x0e\n\x06remove\x18\x02 \x01(\x08\"E\n\tFetchLogs\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rdeployment_id\x18\x02 \x01(\t\x12\r\n\x05lines\x18\x03 \x01(\r\"$\n\x0eListContainers\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"E\n\nFollowLogs\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rdeployment_id\x18\x02 \x01(\t\x12\x0c\n\x04tail\x18\x03 \x01(\r\" \n\nStopFollow\x12\x12\n\nrequest_id\x18\x01 \x01(\t2V\n\x0c\x41gentService\x12\x46\n\x07\x43onnect\x12\x18.lmstack.v1.AgentMessage\x1a\x1d.lmstack.v1.ControllerMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16lmstack/v1/agent.proto\x12\nlmstack.v1\"\xac\x02\n\x0c\x41gentMessage\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.lmstack.v1.HelloH\x00\x12*\n\theartbeat\x18\x02 \x01(\x0b\x32\x15.lmstack.v1.HeartbeatH\x00\x12\x39\n\x11\x64\x65ployment_status\x18\x03 \x01(\x0b\x32\x1c.lmstack.v1.DeploymentStatusH\x00\x12-\n\x0blogs_result\x18\x04 \x01(\x0b\x32\x16.lmstack.v1.LogsResultH\x00\x12,\n\ncontainers\x18\x05 \x01(\x0b\x32\x16.lmstack.v1.ContainersH\x00\x12)\n\tlog_chunk\x18\x06 \x01(\x0b\x32\x14.lmstack.v1.LogChunkH\x00\x42\t\n\x07payload\"\xb4\x03\n\x05Hello\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\ragent_version\x18\x02 \x01(\t\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\x12\x19\n\x11\x61\x64vertise_address\x18\x04 \x01(\t\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12#\n\x04gpus\x18\x06 \x03(\x0b\x32\x15.lmstack.v1.GpuDevice\x12+\n\x0bsystem_info\x18\x07 \x01(\x0b\x32\x16.lmstack.v1.SystemInfo\x12-\n\ncontainers\x18\x08 \x03(\x0b\x32\x19.lmstack.v1.ContainerInfo\x12\x15\n\rruntime_error\x18\t \x01(\t\x12\x16\n\x0egpus_simulated\x18\n \x01(\x08\x12\x17\n\x0f\x65ngine_port_min\x18\x0b \x01(\r\x12\x17\n\x0f\x65ngine_port_max\x18\x0c \x01(\r\x12-\n\x06labels\x18\r \x03(\x0b\x32\x1d.lmstack.v1.Hello.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x80\x01\n\tGpuDevice\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x1a\n\x12memory_total_bytes\x18\x04 \x01(\x04\x12\x16\n\x0e\x64river_version\x18\x05 \x01(\t\x12\x14\n\x0c\x63uda_version\x18\x06 \x01(\t\"q\n\nSystemInfo\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x11\n\tcpu_count\x18\x02 \x01(\r\x12\x1a\n\x12memory_total_bytes\x18\x03 \x01(\x04\x12\n\n\x02os\x18\x04 \x01(\t\x12\x16\n\x0e\x64ocker_version\x18\x05 \x01(\t\"\xf0\x01\n\rContainerInfo\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontainer_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\r\n\x05image\x18\x05 \x01(\t\x12\x11\n\thost_port\x18\x06 \x01(\r\x12\x11\n\tspec_hash\x18\x07 \x01(\t\x12\x11\n\texit_code\x18\x08 \x01(\x05\x12\x12\n\nstarted_at\x18\t \x01(\t\x12\x12\n\ncluster_id\x18\n \x01(\t\x12\x13\n\x0binstance_id\x18\x0b \x01(\t\x12\x10\n\x08restarts\x18\x0c \x01(\r\"^\n\tHeartbeat\x12\"\n\x04gpus\x18\x01 \x03(\x0b\x32\x14.lmstack.v1.GpuStats\x12-\n\ncontainers\x18\x02 \x03(\x0b\x32\x19.lmstack.v1.ContainerInfo\"\x89\x01\n\x08GpuStats\x12\r\n\x05index\x18\x01 \x01(\r\x12\x19\n\x11memory_used_bytes\x18\x02 \x01(\x04\x12\x1a\n\x12memory_total_bytes\x18\x03 \x01(\x04\x12\x13\n\x0butilization\x18\x04 \x01(\r\x12\x13\n\x0btemperature\x18\x05 \x01(\r\x12\r\n\x05power\x18\x06 \x01(\x01\"\xe2\x01\n\x10\x44\x65ploymentStatus\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontainer_id\x18\x04 \x01(\t\x12\x0c\n\x04port\x18\x05 \x01(\r\x12\x15\n\rhas_exit_code\x18\x06 \x01(\x08\x12\x11\n\texit_code\x18\x07 \x01(\x05\x12\x13\n\x0binstance_id\x18\x08 \x01(\t\x12\x10\n\x08restarts\x18\t \x01(\r\x12\x12\n\nstarted_at\x18\n \x01(\t\x12\r\n\x05\x66inal\x18\x0b \x01(\x08\"=\n\nLogsResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04logs\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"^\n\nContainers\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12-\n\ncontainers\x18\x02 \x03(\x0b\x32\x19.lmstack.v1.ContainerInfo\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"H\n\x08LogChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\t\x12\x0b\n\x03\x65of\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"\xd0\x02\n\x11\x43ontrollerMessage\x12&\n\x07welcome\x18\x01 \x01(\x0b\x32\x13.lmstack.v1.WelcomeH\x00\x12$\n\x06\x64\x65ploy\x18\x02 \x01(\x0b\x32\x12.lmstack.v1.DeployH\x00\x12 \n\x04stop\x18\x03 \x01(\x0b\x32\x10.lmstack.v1.StopH\x00\x12+\n\nfetch_logs\x18\x04 \x01(\x0b\x32\x15.lmstack.v1.FetchLogsH\x00\x12\x35\n\x0flist_containers\x18\x05 \x01(\x0b\x32\x1a.lmstack.v1.ListContainersH\x00\x12-\n\x0b\x66ollow_logs\x18\x06 \x01(\x0b\x32\x16.lmstack.v1.FollowLogsH\x00\x12-\n\x0bstop_follow\x18\x07 \x01(\x0b\x32\x16.lmstack.v1.StopFollowH\x00\x42\t\n\x07payload\"\x8d\x01\n\x07Welcome\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\r\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\x12\x1d\n\x15heartbeat_interval_ms\x18\x04 \x01(\r\x12\x12\n\ncluster_id\x18\x05 \x01(\t\"\x96\x02\n\x06\x44\x65ploy\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\r\n\x05image\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x06 \x01(\t\x12\x11\n\thost_port\x18\x07 \x01(\r\x12\x13\n\x0bgpu_indices\x18\x08 \x03(\r\x12(\n\x03\x65nv\x18\t \x03(\x0b\x32\x1b.lmstack.v1.Deploy.EnvEntry\x12\x13\n\x0binstance_id\x18\n \x01(\t\x12\x10\n\x08restarts\x18\x0b \x01(\r\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"B\n\x04Stop\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x0e\n\x06remove\x18\x02 \x01(\x08\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\"Z\n\tFetchLogs\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rdeployment_id\x18\x02 \x01(\t\x12\r\n\x05lines\x18\x03 \x01(\r\x12\x13\n\x0binstance_id\x18\x04 \x01(\t\"$\n\x0eListContainers\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"Z\n\nFollowLogs\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rdeployment_id\x18\x02 \x01(\t\x12\x0c\n\x04tail\x18\x03 \x01(\r\x12\x13\n\x0binstance_id\x18\x04 \x01(\t\" \n\nStopFollow\x12\x12\n\nrequest_id\x18\x01 \x01(\t2V\n\x0c\x41gentService\x12\x46\n\x07\x43onnect\x12\x18.lmstack.v1.AgentMessage\x1a\x1d.lmstack.v1.ControllerMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lmstack.v1.agent_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_HELLO_LABELSENTRY']._loaded_options = None
+  _globals['_HELLO_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_DEPLOY_ENVENTRY']._loaded_options = None
   _globals['_DEPLOY_ENVENTRY']._serialized_options = b'8\001'
   _globals['_AGENTMESSAGE']._serialized_start=39
   _globals['_AGENTMESSAGE']._serialized_end=339
   _globals['_HELLO']._serialized_start=342
-  _globals['_HELLO']._serialized_end=684
-  _globals['_GPUDEVICE']._serialized_start=687
-  _globals['_GPUDEVICE']._serialized_end=815
-  _globals['_SYSTEMINFO']._serialized_start=817
-  _globals['_SYSTEMINFO']._serialized_end=930
-  _globals['_CONTAINERINFO']._serialized_start=933
-  _globals['_CONTAINERINFO']._serialized_end=1134
-  _globals['_HEARTBEAT']._serialized_start=1136
-  _globals['_HEARTBEAT']._serialized_end=1230
-  _globals['_GPUSTATS']._serialized_start=1233
-  _globals['_GPUSTATS']._serialized_end=1370
-  _globals['_DEPLOYMENTSTATUS']._serialized_start=1373
-  _globals['_DEPLOYMENTSTATUS']._serialized_end=1525
-  _globals['_LOGSRESULT']._serialized_start=1527
-  _globals['_LOGSRESULT']._serialized_end=1588
-  _globals['_CONTAINERS']._serialized_start=1590
-  _globals['_CONTAINERS']._serialized_end=1684
-  _globals['_LOGCHUNK']._serialized_start=1686
-  _globals['_LOGCHUNK']._serialized_end=1758
-  _globals['_CONTROLLERMESSAGE']._serialized_start=1761
-  _globals['_CONTROLLERMESSAGE']._serialized_end=2097
-  _globals['_WELCOME']._serialized_start=2100
-  _globals['_WELCOME']._serialized_end=2241
-  _globals['_DEPLOY']._serialized_start=2244
-  _globals['_DEPLOY']._serialized_end=2483
-  _globals['_DEPLOY_ENVENTRY']._serialized_start=2441
-  _globals['_DEPLOY_ENVENTRY']._serialized_end=2483
-  _globals['_STOP']._serialized_start=2485
-  _globals['_STOP']._serialized_end=2530
-  _globals['_FETCHLOGS']._serialized_start=2532
-  _globals['_FETCHLOGS']._serialized_end=2601
-  _globals['_LISTCONTAINERS']._serialized_start=2603
-  _globals['_LISTCONTAINERS']._serialized_end=2639
-  _globals['_FOLLOWLOGS']._serialized_start=2641
-  _globals['_FOLLOWLOGS']._serialized_end=2710
-  _globals['_STOPFOLLOW']._serialized_start=2712
-  _globals['_STOPFOLLOW']._serialized_end=2744
-  _globals['_AGENTSERVICE']._serialized_start=2746
-  _globals['_AGENTSERVICE']._serialized_end=2832
+  _globals['_HELLO']._serialized_end=778
+  _globals['_HELLO_LABELSENTRY']._serialized_start=733
+  _globals['_HELLO_LABELSENTRY']._serialized_end=778
+  _globals['_GPUDEVICE']._serialized_start=781
+  _globals['_GPUDEVICE']._serialized_end=909
+  _globals['_SYSTEMINFO']._serialized_start=911
+  _globals['_SYSTEMINFO']._serialized_end=1024
+  _globals['_CONTAINERINFO']._serialized_start=1027
+  _globals['_CONTAINERINFO']._serialized_end=1267
+  _globals['_HEARTBEAT']._serialized_start=1269
+  _globals['_HEARTBEAT']._serialized_end=1363
+  _globals['_GPUSTATS']._serialized_start=1366
+  _globals['_GPUSTATS']._serialized_end=1503
+  _globals['_DEPLOYMENTSTATUS']._serialized_start=1506
+  _globals['_DEPLOYMENTSTATUS']._serialized_end=1732
+  _globals['_LOGSRESULT']._serialized_start=1734
+  _globals['_LOGSRESULT']._serialized_end=1795
+  _globals['_CONTAINERS']._serialized_start=1797
+  _globals['_CONTAINERS']._serialized_end=1891
+  _globals['_LOGCHUNK']._serialized_start=1893
+  _globals['_LOGCHUNK']._serialized_end=1965
+  _globals['_CONTROLLERMESSAGE']._serialized_start=1968
+  _globals['_CONTROLLERMESSAGE']._serialized_end=2304
+  _globals['_WELCOME']._serialized_start=2307
+  _globals['_WELCOME']._serialized_end=2448
+  _globals['_DEPLOY']._serialized_start=2451
+  _globals['_DEPLOY']._serialized_end=2729
+  _globals['_DEPLOY_ENVENTRY']._serialized_start=2687
+  _globals['_DEPLOY_ENVENTRY']._serialized_end=2729
+  _globals['_STOP']._serialized_start=2731
+  _globals['_STOP']._serialized_end=2797
+  _globals['_FETCHLOGS']._serialized_start=2799
+  _globals['_FETCHLOGS']._serialized_end=2889
+  _globals['_LISTCONTAINERS']._serialized_start=2891
+  _globals['_LISTCONTAINERS']._serialized_end=2927
+  _globals['_FOLLOWLOGS']._serialized_start=2929
+  _globals['_FOLLOWLOGS']._serialized_end=3019
+  _globals['_STOPFOLLOW']._serialized_start=3021
+  _globals['_STOPFOLLOW']._serialized_end=3053
+  _globals['_AGENTSERVICE']._serialized_start=3055
+  _globals['_AGENTSERVICE']._serialized_end=3141
 # @@protoc_insertion_point(module_scope)

@@ -72,6 +72,26 @@ Global___AgentMessage: _TypeAlias = AgentMessage  # noqa: Y015
 class Hello(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     AGENT_VERSION_FIELD_NUMBER: _builtins.int
     PROTOCOL_VERSION_FIELD_NUMBER: _builtins.int
@@ -84,6 +104,7 @@ class Hello(_message.Message):
     GPUS_SIMULATED_FIELD_NUMBER: _builtins.int
     ENGINE_PORT_MIN_FIELD_NUMBER: _builtins.int
     ENGINE_PORT_MAX_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     agent_version: _builtins.str
     protocol_version: _builtins.int
@@ -106,6 +127,12 @@ class Hello(_message.Message):
     def system_info(self) -> Global___SystemInfo: ...
     @_builtins.property
     def containers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerInfo]: ...
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The worker's labels (`--label key=value`), matched by a deployment's
+        `config.worker_selector`.
+        """
+
     def __init__(
         self,
         *,
@@ -121,10 +148,11 @@ class Hello(_message.Message):
         gpus_simulated: _builtins.bool = ...,
         engine_port_min: _builtins.int = ...,
         engine_port_max: _builtins.int = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["system_info", b"system_info"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["advertise_address", b"advertise_address", "agent_version", b"agent_version", "containers", b"containers", "engine_port_max", b"engine_port_max", "engine_port_min", b"engine_port_min", "gpus", b"gpus", "gpus_simulated", b"gpus_simulated", "name", b"name", "protocol_version", b"protocol_version", "runtime_error", b"runtime_error", "system_info", b"system_info", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["advertise_address", b"advertise_address", "agent_version", b"agent_version", "containers", b"containers", "engine_port_max", b"engine_port_max", "engine_port_min", b"engine_port_min", "gpus", b"gpus", "gpus_simulated", b"gpus_simulated", "labels", b"labels", "name", b"name", "protocol_version", b"protocol_version", "runtime_error", b"runtime_error", "system_info", b"system_info", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -209,6 +237,8 @@ class ContainerInfo(_message.Message):
     EXIT_CODE_FIELD_NUMBER: _builtins.int
     STARTED_AT_FIELD_NUMBER: _builtins.int
     CLUSTER_ID_FIELD_NUMBER: _builtins.int
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    RESTARTS_FIELD_NUMBER: _builtins.int
     deployment_id: _builtins.str
     container_id: _builtins.str
     name: _builtins.str
@@ -224,6 +254,12 @@ class ContainerInfo(_message.Message):
     """The `lmstack.cluster_id` label: the cluster of the controller that had it
     created; empty for containers made before clusters were labelled.
     """
+    instance_id: _builtins.str
+    """The `lmstack.instance_id` label; containers made before instances carry
+    none and are the instance whose id is their deployment's id.
+    """
+    restarts: _builtins.int
+    """Restarts the agent made of this instance (its restart policy)."""
     def __init__(
         self,
         *,
@@ -237,10 +273,12 @@ class ContainerInfo(_message.Message):
         exit_code: _builtins.int = ...,
         started_at: _builtins.str = ...,
         cluster_id: _builtins.str = ...,
+        instance_id: _builtins.str = ...,
+        restarts: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "container_id", b"container_id", "deployment_id", b"deployment_id", "exit_code", b"exit_code", "host_port", b"host_port", "image", b"image", "name", b"name", "spec_hash", b"spec_hash", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "container_id", b"container_id", "deployment_id", b"deployment_id", "exit_code", b"exit_code", "host_port", b"host_port", "image", b"image", "instance_id", b"instance_id", "name", b"name", "restarts", b"restarts", "spec_hash", b"spec_hash", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -309,6 +347,10 @@ Global___GpuStats: _TypeAlias = GpuStats  # noqa: Y015
 
 @_typing.final
 class DeploymentStatus(_message.Message):
+    """The status of one instance of a deployment (the name is the protocol's first
+    version's, when a deployment was one container).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DEPLOYMENT_ID_FIELD_NUMBER: _builtins.int
@@ -318,6 +360,10 @@ class DeploymentStatus(_message.Message):
     PORT_FIELD_NUMBER: _builtins.int
     HAS_EXIT_CODE_FIELD_NUMBER: _builtins.int
     EXIT_CODE_FIELD_NUMBER: _builtins.int
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    RESTARTS_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    FINAL_FIELD_NUMBER: _builtins.int
     deployment_id: _builtins.str
     status: _builtins.str
     """pending | downloading | starting | running | stopping | stopped | error"""
@@ -326,6 +372,16 @@ class DeploymentStatus(_message.Message):
     port: _builtins.int
     has_exit_code: _builtins.bool
     exit_code: _builtins.int
+    instance_id: _builtins.str
+    restarts: _builtins.int
+    """Restarts the agent made of this instance under its restart policy."""
+    started_at: _builtins.str
+    """When the engine's container last started (ISO-8601, `Z`); empty if never."""
+    final: _builtins.bool
+    """An `error` after which the agent restarts nothing more (restart policy
+    `never`, or `max_restarts` reached); an `error` without it is followed
+    by a restart after a back-off.
+    """
     def __init__(
         self,
         *,
@@ -336,10 +392,14 @@ class DeploymentStatus(_message.Message):
         port: _builtins.int = ...,
         has_exit_code: _builtins.bool = ...,
         exit_code: _builtins.int = ...,
+        instance_id: _builtins.str = ...,
+        restarts: _builtins.int = ...,
+        started_at: _builtins.str = ...,
+        final: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id", "deployment_id", b"deployment_id", "exit_code", b"exit_code", "has_exit_code", b"has_exit_code", "message", b"message", "port", b"port", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id", "deployment_id", b"deployment_id", "exit_code", b"exit_code", "final", b"final", "has_exit_code", b"has_exit_code", "instance_id", b"instance_id", "message", b"message", "port", b"port", "restarts", b"restarts", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -549,6 +609,8 @@ class Deploy(_message.Message):
     HOST_PORT_FIELD_NUMBER: _builtins.int
     GPU_INDICES_FIELD_NUMBER: _builtins.int
     ENV_FIELD_NUMBER: _builtins.int
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    RESTARTS_FIELD_NUMBER: _builtins.int
     deployment_id: _builtins.str
     name: _builtins.str
     backend: _builtins.str
@@ -558,6 +620,10 @@ class Deploy(_message.Message):
     config_json: _builtins.str
     """The validated deployment config as a JSON object."""
     host_port: _builtins.int
+    instance_id: _builtins.str
+    """The instance this container is (one of the deployment's replicas)."""
+    restarts: _builtins.int
+    """Restarts made of this instance so far (the agent counts on from it)."""
     @_builtins.property
     def gpu_indices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     @_builtins.property
@@ -574,10 +640,12 @@ class Deploy(_message.Message):
         host_port: _builtins.int = ...,
         gpu_indices: _abc.Iterable[_builtins.int] | None = ...,
         env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        instance_id: _builtins.str = ...,
+        restarts: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "config_json", b"config_json", "deployment_id", b"deployment_id", "env", b"env", "gpu_indices", b"gpu_indices", "host_port", b"host_port", "image", b"image", "model", b"model", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "config_json", b"config_json", "deployment_id", b"deployment_id", "env", b"env", "gpu_indices", b"gpu_indices", "host_port", b"host_port", "image", b"image", "instance_id", b"instance_id", "model", b"model", "name", b"name", "restarts", b"restarts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -589,18 +657,21 @@ class Stop(_message.Message):
 
     DEPLOYMENT_ID_FIELD_NUMBER: _builtins.int
     REMOVE_FIELD_NUMBER: _builtins.int
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
     deployment_id: _builtins.str
     remove: _builtins.bool
     """Remove the container after stopping it."""
+    instance_id: _builtins.str
     def __init__(
         self,
         *,
         deployment_id: _builtins.str = ...,
         remove: _builtins.bool = ...,
+        instance_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment_id", b"deployment_id", "remove", b"remove"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment_id", b"deployment_id", "instance_id", b"instance_id", "remove", b"remove"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -613,19 +684,22 @@ class FetchLogs(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     DEPLOYMENT_ID_FIELD_NUMBER: _builtins.int
     LINES_FIELD_NUMBER: _builtins.int
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     deployment_id: _builtins.str
     lines: _builtins.int
+    instance_id: _builtins.str
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         deployment_id: _builtins.str = ...,
         lines: _builtins.int = ...,
+        instance_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment_id", b"deployment_id", "lines", b"lines", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment_id", b"deployment_id", "instance_id", b"instance_id", "lines", b"lines", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -661,20 +735,23 @@ class FollowLogs(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     DEPLOYMENT_ID_FIELD_NUMBER: _builtins.int
     TAIL_FIELD_NUMBER: _builtins.int
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     deployment_id: _builtins.str
     tail: _builtins.int
     """Lines of existing output to send first; 0: none."""
+    instance_id: _builtins.str
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         deployment_id: _builtins.str = ...,
         tail: _builtins.int = ...,
+        instance_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment_id", b"deployment_id", "request_id", b"request_id", "tail", b"tail"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment_id", b"deployment_id", "instance_id", b"instance_id", "request_id", b"request_id", "tail", b"tail"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
