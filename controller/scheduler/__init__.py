@@ -1,9 +1,12 @@
 """The placement scheduler: picks a worker, GPU indices and a host port for each
-new deployment, explains every rejection, and never over-commits a GPU.
+new instance (replica) of a deployment, spreads a deployment's instances over
+workers, honours worker labels, explains every rejection, and never
+over-commits a GPU.
 
-* ``capacity``: what a deployment asks for (the shared reservation rule).
-* ``ledger``: in-memory reservations per worker, GPU and port.
-* ``placement``: the pure decision, its policies and its explanations.
+* ``capacity``: what an instance asks for (the shared reservation rule).
+* ``ledger``: in-memory reservations per worker, GPU and port, by instance id.
+* ``placement``: the pure decision for one instance, its policies and its explanations.
+* ``replicas``: a batch of one deployment's instances: spread, and its refusal.
 * ``service``: ``Scheduler``, the ledger's owner, rebuilt from the store.
 """
 
@@ -27,6 +30,7 @@ from controller.scheduler.placement import (
     explain,
     place,
 )
+from controller.scheduler.replicas import ReplicaRefusal, ReplicaRequest, explain_replicas
 from controller.scheduler.service import GpuUsage, LiveWorker, Scheduler, build_scheduler
 
 __all__ = [
@@ -43,6 +47,8 @@ __all__ = [
     "PortRange",
     "Refusal",
     "Rejection",
+    "ReplicaRefusal",
+    "ReplicaRequest",
     "Scheduler",
     "Unplaceable",
     "WorkerBook",
@@ -50,5 +56,6 @@ __all__ = [
     "build_scheduler",
     "demand_for",
     "explain",
+    "explain_replicas",
     "place",
 ]

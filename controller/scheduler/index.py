@@ -13,7 +13,11 @@ might fit rather than at the whole fleet.
   free fraction of their GPU ``i``, for requests that pin GPUs.
 
 Invariant: after ``update(worker, book)`` every entry of the worker reflects
-that book; callers update on every booking, release and new GPU list.
+that book; callers update on every booking, release and new GPU list. A batch
+of replicas (``Scheduler.place_replicas``) updates its workers once, at its
+end: meanwhile their entries show more free than their books, which only
+widens a shortlist (the exact check in ``placement`` decides), and the walk
+over ``order`` stays valid because nothing moves in it.
 Not thread-safe; used on the event loop under the placement lock.
 """
 

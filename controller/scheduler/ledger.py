@@ -1,16 +1,18 @@
 """The in-memory ledger: what is reserved where, so a decision never reads the store.
 
-Per worker it books the fraction of each GPU that deployments reserve and the
-host ports they hold; per deployment it keeps its ``Allocation`` so deleting it
-releases exactly what it took.
+Per worker it books the fraction of each GPU that instances (the replicas of
+deployments, one engine container each) reserve and the host ports they hold;
+per instance it keeps its ``Allocation`` so stopping or deleting it releases
+exactly what it took. The ledger knows instances only by id; which deployment
+one belongs to is the store's business.
 
 Invariants:
-* A deployment has at most one allocation; everything in a worker's book
+* An instance has at most one allocation; everything in a worker's book
   belongs to an allocation of that worker.
 * ``reserved[i]`` equals the sum of ``holders[i]``; it is recomputed from the
   holders on every change, so float rounding never accumulates over time. The
   book's summaries (``partial_frees`` ...) are refreshed on the same change.
-* A host port belongs to at most one deployment of a worker, and an
+* A host port belongs to at most one instance on a worker, and an
   allocation booked with its worker's ``PortRange`` holds a port inside it
   (``add`` refuses any other).
 
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 
 
 class LedgerConflict(ValueError):
-    """An allocation would book a deployment twice, a port for two deployments,
+    """An allocation would book an instance twice, a port for two instances,
     or a port outside its worker's range."""
 
 
@@ -50,9 +52,9 @@ class PortRange:
 
 @dataclass(frozen=True)
 class Allocation:
-    """Where a deployment runs: worker, GPU indices, fraction of each, host port."""
+    """Where an instance runs: worker, GPU indices, fraction of each, host port."""
 
-    deployment_id: str
+    instance_id: str
     worker_id: str
     gpu_indices: tuple[int, ...]
     fraction: float
@@ -69,11 +71,12 @@ class WorkerBook:
 
     # GPU index → fraction reserved (may exceed 1.0 only if the store says so).
     reserved: dict[int, float] = field(default_factory=dict)
-    # GPU index → deployment id → fraction.
+    # GPU index → instance id → fraction.
     holders: dict[int, dict[str, float]] = field(default_factory=dict)
-    # Host port → deployment id.
+    # Host port → instance id.
     ports: dict[int, str] = field(default_factory=dict)
-    deployments: int = 0
+    # Instances booked on the worker (the policies' tie-break).
+    instances: int = 0
     # Free fraction of each GPU with a reservation, ascending.
     partial_frees: list[float] = field(default_factory=list)
     # Their sum, each counted at no less than 0.
@@ -84,15 +87,15 @@ class WorkerBook:
     def free(self, index: int) -> float:
         return 1.0 - self.reserved.get(index, 0.0)
 
-    def hold(self, index: int, deployment_id: str, fraction: float) -> None:
+    def hold(self, index: int, instance_id: str, fraction: float) -> None:
         holders = self.holders.setdefault(index, {})
-        holders[deployment_id] = fraction
+        holders[instance_id] = fraction
         self.reserved[index] = sum(holders.values())
         self._refresh()
 
-    def drop(self, index: int, deployment_id: str) -> None:
+    def drop(self, index: int, instance_id: str) -> None:
         holders = self.holders.get(index, {})
-        holders.pop(deployment_id, None)
+        holders.pop(instance_id, None)
         if holders:
             self.reserved[index] = sum(holders.values())
         else:
@@ -120,14 +123,14 @@ class Ledger:
     def book(self, worker_id: str) -> WorkerBook | None:
         return self._books.get(worker_id)
 
-    def allocation(self, deployment_id: str) -> Allocation | None:
-        return self._allocations.get(deployment_id)
+    def allocation(self, instance_id: str) -> Allocation | None:
+        return self._allocations.get(instance_id)
 
     def add(self, allocation: Allocation, ports: PortRange | None = None) -> None:
         """Book ``allocation``; ``LedgerConflict`` (and nothing booked) if it clashes
         or its port lies outside ``ports`` (the worker's range, when given)."""
-        if allocation.deployment_id in self._allocations:
-            raise LedgerConflict(f"deployment {allocation.deployment_id} is booked already")
+        if allocation.instance_id in self._allocations:
+            raise LedgerConflict(f"instance {allocation.instance_id} is booked already")
         if ports is not None and allocation.port is not None and allocation.port not in ports:
             raise LedgerConflict(
                 f"port {allocation.port} is outside the range {ports} of worker "
@@ -140,21 +143,21 @@ class Ledger:
                 raise LedgerConflict(
                     f"port {allocation.port} of worker {allocation.worker_id} is held by {holder}"
                 )
-            book.ports[allocation.port] = allocation.deployment_id
+            book.ports[allocation.port] = allocation.instance_id
         for index in allocation.gpu_indices:
-            book.hold(index, allocation.deployment_id, allocation.fraction)
-        book.deployments += 1
-        self._allocations[allocation.deployment_id] = allocation
+            book.hold(index, allocation.instance_id, allocation.fraction)
+        book.instances += 1
+        self._allocations[allocation.instance_id] = allocation
 
-    def remove(self, deployment_id: str) -> Allocation | None:
-        """Release what ``deployment_id`` holds; ``None`` if it held nothing."""
-        allocation = self._allocations.pop(deployment_id, None)
+    def remove(self, instance_id: str) -> Allocation | None:
+        """Release what ``instance_id`` holds; ``None`` if it held nothing."""
+        allocation = self._allocations.pop(instance_id, None)
         if allocation is None:
             return None
         book = self._books[allocation.worker_id]
-        if allocation.port is not None and book.ports.get(allocation.port) == deployment_id:
+        if allocation.port is not None and book.ports.get(allocation.port) == instance_id:
             del book.ports[allocation.port]
         for index in allocation.gpu_indices:
-            book.drop(index, deployment_id)
-        book.deployments -= 1
+            book.drop(index, instance_id)
+        book.instances -= 1
         return allocation

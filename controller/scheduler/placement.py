@@ -1,4 +1,7 @@
-"""Placement: which worker, which GPUs and which host port a new deployment gets.
+"""Placement: which worker, which GPUs and which host port a new instance gets.
+
+An instance is one replica of a deployment (one engine container); this module
+decides one at a time, ``replicas`` places a deployment's batch of them.
 
 Pure and synchronous: the inputs are the candidate workers (online ones, with
 their GPU indices and the port range their agent declared), the ledger of
@@ -16,16 +19,20 @@ Guarantees:
 * When nothing fits, the ``Refusal`` says for every worker considered why, with
   numbers ("only 1 GPU has 0.90 free, 2 needed (best other 0.55)").
 
+Worker labels: a request with a selector (``config.worker_selector``) fits
+only workers whose labels hold every one of its pairs, named or not; a worker
+rejected for that says which pairs it lacks.
+
 Policies (``POLICIES``, chosen by ``LMSTACK_PLACEMENT_POLICY``):
 * ``binpack`` (default): the worker with the *least* free GPU capacity that can
   take it, and on it the GPUs with the least free capacity that still fit.
   Keeps whole GPUs and whole workers free for the next large model.
 * ``spread``: the worker with the *most* free GPU capacity, and on it the
   emptiest GPUs. Spreads contention and the blast radius of a failing host.
-Ties: more deployments first (binpack) or fewer (spread), then name, then id.
+Ties: more instances first (binpack) or fewer (spread), then name, then id.
 
-A deployment on a worker without GPUs reserves none. Automatic placement puts
-a GPU deployment only on workers with GPUs; naming a GPU-less worker
+An instance on a worker without GPUs reserves none. Automatic placement puts
+a GPU instance only on workers with GPUs; naming a GPU-less worker
 (``worker_id``) runs it CPU-only there, and ``config.gpu_count: 0`` asks for CPU
 only anywhere.
 
@@ -70,11 +77,16 @@ class WorkerCandidate:
     # The host ports its engines may get (the agent's declared range); ``None``:
     # the range ``place`` is given.
     ports: PortRange | None = None
+    # Its agent's labels (``--label key=value``), sorted by key.
+    labels: tuple[tuple[str, str], ...] = ()
     # GPUs numbered 0..n-1, the usual case: the book's summaries then suffice.
     dense: bool = field(init=False, repr=False, compare=False)
+    # ``labels`` as a set, for the selector's subset test.
+    label_set: frozenset[tuple[str, str]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dense", self.gpus == tuple(range(len(self.gpus))))
+        object.__setattr__(self, "label_set", frozenset(self.labels))
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,8 @@ class PlacementRequest:
     demand: Demand
     # The user named the worker: a worker without GPUs then runs it CPU-only.
     explicit_worker: bool = False
+    # ``config.worker_selector``: label pairs the worker must carry, all of them.
+    selector: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -133,7 +147,8 @@ class Refusal:
 
 
 class Unplaceable(Conflict):
-    """409: no worker can take the deployment; ``detail`` explains each one."""
+    """409: no worker can take the instance (or all the replicas asked for);
+    ``detail`` explains each worker, ``rejections`` lists the ones it names."""
 
     def __init__(self, detail: str, rejections: Sequence[Rejection]) -> None:
         super().__init__(detail)
@@ -149,7 +164,7 @@ class Policy(Protocol):
     def order(self, gpu: FreeGpu) -> tuple[float, int]:
         """Sort key of a worker's GPUs that fit: the first ``count`` are taken."""
 
-    def rank(self, worker_free: float, deployments: int) -> tuple[float, ...]:
+    def rank(self, worker_free: float, instances: int) -> tuple[float, ...]:
         """Sort key of a worker (before name and id): the lowest feasible wins.
         It does not depend on the request, so workers can be kept in rank order
         and the first one that fits is the answer (``service`` does)."""
@@ -165,9 +180,9 @@ class Binpack:
     def order(self, gpu: FreeGpu) -> tuple[float, int]:
         return gpu  # tightest fit first
 
-    def rank(self, worker_free: float, deployments: int) -> tuple[float, ...]:
+    def rank(self, worker_free: float, instances: int) -> tuple[float, ...]:
         # The fullest worker that fits, so empty workers stay empty.
-        return (round(worker_free, 6), -deployments)
+        return (round(worker_free, 6), -instances)
 
     def window(self, order: list[tuple[Any, ...]], min_free: float) -> tuple[int, int]:
         return bisect_left(order, (round(min_free, 6),)), len(order)
@@ -179,9 +194,9 @@ class Spread:
     def order(self, gpu: FreeGpu) -> tuple[float, int]:
         return (-gpu[0], gpu[1])  # emptiest first
 
-    def rank(self, worker_free: float, deployments: int) -> tuple[float, ...]:
-        # The emptiest worker, then the one running the fewest deployments.
-        return (-round(worker_free, 6), deployments)
+    def rank(self, worker_free: float, instances: int) -> tuple[float, ...]:
+        # The emptiest worker, then the one running the fewest instances.
+        return (-round(worker_free, 6), instances)
 
     def window(self, order: list[tuple[Any, ...]], min_free: float) -> tuple[int, int]:
         return 0, bisect_right(order, (-round(min_free, 6), math.inf))
@@ -211,9 +226,7 @@ def place(
     rejected: list[WorkerCandidate] = []
     for worker in workers:
         book = ledger.book(worker.id) or _EMPTY_BOOK
-        if not (
-            _has_free_port(book, worker.ports or ports) and _fits(request, worker, book, policy)
-        ):
+        if not takes(request, worker, book, ports, policy):
             rejected.append(worker)
             continue
         if in_rank_order:
@@ -224,7 +237,32 @@ def place(
             best_key, best = key, (worker, book)
     if best is None:
         return Refusal(request, tuple(rejected), ledger, ports)
-    worker, book = best
+    return placement_on(request, *best, ports, policy)
+
+
+def takes(
+    request: PlacementRequest,
+    worker: WorkerCandidate,
+    book: WorkerBook,
+    ports: PortRange,
+    policy: Policy,
+) -> bool:
+    """Whether ``worker`` (whose reservations are ``book``) can take the request."""
+    return (
+        request.selector <= worker.label_set
+        and _has_free_port(book, worker.ports or ports)
+        and _fits(request, worker, book, policy)
+    )
+
+
+def placement_on(
+    request: PlacementRequest,
+    worker: WorkerCandidate,
+    book: WorkerBook,
+    ports: PortRange,
+    policy: Policy,
+) -> Placement:
+    """The GPUs and port the request gets on ``worker``, which ``takes`` it."""
     gpus = _pick(request, worker, book, policy)
     port = _lowest_free_port(book, worker.ports or ports)
     assert gpus is not None and port is not None  # the winner passed both checks
@@ -234,7 +272,7 @@ def place(
 
 def rank_key(worker: WorkerCandidate, book: WorkerBook, policy: Policy) -> tuple[Any, ...]:
     """Where ``worker`` stands under ``policy``; unique (it ends with the id)."""
-    return (*policy.rank(worker_free(worker, book), book.deployments), worker.name, worker.id)
+    return (*policy.rank(worker_free(worker, book), book.instances), worker.name, worker.id)
 
 
 def worker_free(worker: WorkerCandidate, book: WorkerBook) -> float:
@@ -247,7 +285,7 @@ def worker_free(worker: WorkerCandidate, book: WorkerBook) -> float:
 def _fits(
     request: PlacementRequest, worker: WorkerCandidate, book: WorkerBook, policy: Policy
 ) -> bool:
-    """Whether the deployment fits ``worker``; O(log GPUs) for the usual dense,
+    """Whether the instance fits ``worker``; O(log GPUs) for the usual dense,
     unpinned case, from the book's summaries."""
     demand = request.demand
     n = len(worker.gpus)
@@ -263,7 +301,7 @@ def _fits(
 def _pick(
     request: PlacementRequest, worker: WorkerCandidate, book: WorkerBook, policy: Policy
 ) -> tuple[int, ...] | None:
-    """The GPUs the deployment takes on ``worker`` (``()``: none), or ``None``."""
+    """The GPUs the instance takes on ``worker`` (``()``: none), or ``None``."""
     demand = request.demand
     if demand.cpu_only:
         return ()
@@ -302,24 +340,31 @@ def explain(refusal: Refusal, offline: Sequence[str] = ()) -> Unplaceable:
     the ``offline`` ones, by name with the reason (the first ``MAX_EXPLAINED``)."""
     request = refusal.request
     what = f"'{request.name}' ({request.demand.describe()})"
-    total = len(refusal.rejected) + len(offline)
-    if total == 0:
-        return Unplaceable(f"No worker can place {what}: no worker is registered", [])
-    named = heapq.nsmallest(
-        MAX_EXPLAINED,
-        [
-            *refusal.rejections(MAX_EXPLAINED),
-            *(Rejection(name, WorkerStatus.OFFLINE) for name in offline),
-        ],
-        key=operator.attrgetter("worker_name"),
-    )
-    if request.explicit_worker and total == 1:
+    named, listed = listing(refusal.rejections(MAX_EXPLAINED), len(refusal.rejected), offline)
+    if request.explicit_worker and len(refusal.rejected) + len(offline) == 1:
         only = named[0]
         return Unplaceable(f"Worker '{only.worker_name}' cannot place {what}: {only.reason}", named)
+    return Unplaceable(f"No worker can place {what}: {listed}", named)
+
+
+def listing(
+    rejections: Sequence[Rejection], rejected: int, offline: Sequence[str]
+) -> tuple[list[Rejection], str]:
+    """The first ``MAX_EXPLAINED`` of ``rejections`` (worded for the first of
+    ``rejected`` workers by name) and the ``offline`` workers, by name, and
+    them in words ("gpu-01: ...; gpu-02: offline; and 3 more workers")."""
+    total = rejected + len(offline)
+    if total == 0:
+        return [], "no worker is registered"
+    named = heapq.nsmallest(
+        MAX_EXPLAINED,
+        [*rejections, *(Rejection(name, WorkerStatus.OFFLINE) for name in offline)],
+        key=operator.attrgetter("worker_name"),
+    )
     listed = "; ".join(f"{r.worker_name}: {r.reason}" for r in named)
     if total > len(named):
         listed += f"; and {total - len(named)} more workers"
-    return Unplaceable(f"No worker can place {what}: {listed}", named)
+    return named, listed
 
 
 def _reason(
@@ -327,6 +372,8 @@ def _reason(
 ) -> str:
     """Why ``worker`` cannot take the request, in words and numbers."""
     demand = request.demand
+    if not request.selector <= worker.label_set:
+        return _labels_reason(request.selector, worker)
     if not _has_free_port(book, ports):
         return f"no free host port in {ports}"
     if not worker.gpus:
@@ -336,6 +383,16 @@ def _reason(
     if demand.count > len(worker.gpus):
         return _too_few_gpus(demand, len(worker.gpus))
     return _short_of_gpus(demand, [book.free(i) for i in worker.gpus])
+
+
+def _labels_reason(selector: frozenset[tuple[str, str]], worker: WorkerCandidate) -> str:
+    """``labels do not match worker_selector (needs gpu=a100; has gpu=h100)``:
+    the pairs it lacks, and what it has under those keys."""
+    labels = dict(worker.labels)
+    unmet = sorted(selector - worker.label_set)
+    has = [f"{k}={labels[k]}" if k in labels else f"no {k} label" for k, _ in unmet]
+    needs = ", ".join(f"{k}={v}" for k, v in unmet)
+    return f"labels do not match worker_selector (needs {needs}; has {', '.join(has)})"
 
 
 def _pinned_reason(

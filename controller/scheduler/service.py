@@ -1,30 +1,42 @@
 """The scheduler: the pure placement core bound to the controller's ledger.
 
+The ledger books *instances* (the replicas of deployments, one engine
+container each) under their ids: ``place_replicas`` places and books a batch of
+one deployment's new instances (spread over workers first, see ``replicas``);
+``place_anywhere``/``place_on`` decide for one, which the caller books itself.
+
 Guarantees:
 * A decision reads only the ledger and never awaits. The caller owns the
   transaction around it: the deployment service (``controller.deployments``)
-  books a decision (``book``) before its first await under its placement
-  lock, so no second decision can see the resources free, and gives them back
-  (``release``) when the commit fails.
-* Deleting a deployment releases its GPU fractions and host port.
+  books a decision (``place_replicas``, or ``book``) before its first await
+  under its placement lock, so no second decision can see the resources free,
+  and gives them back (``release`` of each instance id) when the commit fails.
+* ``place_replicas`` is all or nothing: it books every instance of the batch,
+  or none and answers a ``ReplicaRefusal`` (how many fit, why not the rest).
+* Releasing an instance (stopped, rescheduled, deleted) frees its GPU
+  fractions and host port.
 * A worker's engine ports come from the range its agent declared in Hello
   (``--engine-port-range``, stored on the worker row), else from the
   controller's ``LMSTACK_ENGINE_PORT_MIN``-``_MAX``; ``book`` never books a
-  port outside it. A deployment placed before its agent changed range keeps
-  its stored port (the ledger rebuilt by ``load`` holds it) until re-created.
+  port outside it. An instance placed before its agent changed range keeps
+  its stored port (the ledger rebuilt by ``load`` holds it) until replaced.
+* ``config.worker_selector`` restricts every decision to the workers whose
+  agent's labels (``--label``) hold all its pairs.
 * After a restart the ledger is rebuilt from the store (``load``) before the
-  API serves: every deployment assigned to a worker holds its stored
-  ``gpu_indices`` (at the fraction ``shared.engines.reservation`` gives for its backend
-  and config) and its port, whatever its status, until it is deleted.
+  API serves: every instance assigned to a worker holds its stored
+  ``gpu_indices`` (at the fraction ``shared.engines.reservation`` gives for its
+  deployment's backend and its own config) and its port, whatever its status,
+  until it is released.
 
 Speed: a decision never reads the store. Workers are kept sorted by their rank
 under the policy (it depends on their free capacity, not on the request), so a
-decision walks them from the best and stops at the first that fits.
+decision walks them from the best and stops at the first that fits; a batch of
+replicas walks them once (``replicas``).
 
 Concurrency: runs on the controller's event loop; every method is synchronous
-except ``load``. Mutations (``book``, ``release``, ``load``, and the rank
-index a decision refreshes) happen under the deployment service's placement
-lock or before the server accepts requests.
+except ``load``. Mutations (``book``, ``place_replicas``, ``release``,
+``load``, and the rank index a decision refreshes) happen under the deployment
+service's placement lock or before the server accepts requests.
 
 Scope: one controller process owns placement. Two controllers over one
 database would each keep their own ledger and could double-book.
@@ -32,6 +44,7 @@ database would each keep their own ledger and could double-book.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
 import operator
@@ -45,6 +58,7 @@ from controller.scheduler.capacity import EPSILON, Demand, demand_for
 from controller.scheduler.index import MAX_INDEXED_COUNT, CapEntry, WorkerIndex
 from controller.scheduler.ledger import Allocation, Ledger, LedgerConflict, PortRange, WorkerBook
 from controller.scheduler.placement import (
+    MAX_EXPLAINED,
     POLICIES,
     Placement,
     PlacementRequest,
@@ -52,7 +66,13 @@ from controller.scheduler.placement import (
     WorkerCandidate,
     place,
 )
-from controller.store import Database, Deployment
+from controller.scheduler.replicas import (
+    ReplicaChooser,
+    ReplicaRefusal,
+    ReplicaRequest,
+    selector_of,
+)
+from controller.store import Database, Deployment, Instance
 from shared.engines import EngineConfig, reservation
 from shared.errors import ConfigError
 from shared.settings import ControllerSettings
@@ -77,13 +97,25 @@ class LiveWorker(Protocol):
         """The host port range the agent declared; ``None``: the controller's applies."""
         ...
 
+    @property
+    def labels(self) -> Mapping[str, str]:
+        """The agent's labels (``--label key=value``), matched by ``worker_selector``."""
+        ...
+
 
 @dataclass(frozen=True)
 class GpuUsage:
-    """One GPU's bookings: the fraction reserved and by which deployments."""
+    """One GPU's bookings: the fraction reserved and by which instances."""
 
     reserved: float
-    deployments: tuple[str, ...]
+    instances: tuple[str, ...]
+
+    @property
+    def deployments(self) -> tuple[str, ...]:
+        """Old name of ``instances``, kept while ``controller.api.workers``
+        reads it; these are instance ids (an instance made by the upgrade to
+        replicas has its deployment's id, a newer one its own)."""
+        return self.instances
 
 
 class Scheduler:
@@ -93,9 +125,9 @@ class Scheduler:
         self.policy = POLICIES[policy]
         self.ports = ports
         self.ledger = Ledger()
-        # worker id → (the session's GPU list it was built from, candidate):
-        # rebuilt only when a new session brings a new list.
-        self._known: dict[str, tuple[list[dict[str, Any]], WorkerCandidate]] = {}
+        # worker id → (the session's GPU list it was built from, its labels,
+        # candidate): rebuilt only when a session brings a new list or labels.
+        self._known: dict[str, tuple[list[dict[str, Any]], dict[str, str], WorkerCandidate]] = {}
         # The known workers by rank and by capacity (``index``).
         self._index = WorkerIndex(self.policy)
         # The sessions of the last decision and their candidates.
@@ -104,17 +136,19 @@ class Scheduler:
     # ------------------------------------------------------------ state
 
     async def load(self, db: Database) -> None:
-        """Rebuild the ledger from every deployment assigned to a worker."""
+        """Rebuild the ledger from every instance assigned to a worker."""
         async with db.session() as session:
             rows = await session.execute(
                 select(
-                    Deployment.id,
-                    Deployment.worker_id,
+                    Instance.id,
+                    Instance.worker_id,
+                    Instance.config,
+                    Instance.gpu_indices,
+                    Instance.port,
                     Deployment.backend,
-                    Deployment.config,
-                    Deployment.gpu_indices,
-                    Deployment.port,
-                ).where(Deployment.worker_id.is_not(None))
+                )
+                .join(Deployment, Deployment.id == Instance.deployment_id)
+                .where(Instance.worker_id.is_not(None))
             )
             for row in rows:
                 self._restore(
@@ -125,11 +159,11 @@ class Scheduler:
                     gpu_indices=row.gpu_indices,
                     port=row.port,
                 )
-        log.info("placement ledger rebuilt: %d deployments", len(self.ledger))
+        log.info("placement ledger rebuilt: %d instances", len(self.ledger))
 
     def _restore(
         self,
-        deployment_id: str,
+        instance_id: str,
         worker_id: str,
         *,
         backend: str,
@@ -142,19 +176,24 @@ class Scheduler:
         except ConfigError:
             fraction = 1.0  # an engine we no longer know: assume it holds whole GPUs
         indices = tuple(int(i) for i in gpu_indices or ())
-        allocation = Allocation(deployment_id, worker_id, indices, fraction, port)
+        allocation = Allocation(instance_id, worker_id, indices, fraction, port)
         try:
             self.ledger.add(allocation)
         except LedgerConflict as exc:
-            log.warning("stored deployment %s: %s; its port is not booked", deployment_id, exc)
-            self.ledger.add(Allocation(deployment_id, worker_id, indices, fraction, None))
+            log.warning("stored instance %s: %s; its port is not booked", instance_id, exc)
+            self.ledger.add(Allocation(instance_id, worker_id, indices, fraction, None))
 
-    def book(self, deployment_id: str, placement: Placement) -> None:
-        """Book a decision; ``LedgerConflict`` if its port is held or outside the
-        worker's range."""
+    def book(self, instance_id: str, placement: Placement) -> None:
+        """Book a decision for one instance; ``LedgerConflict`` if the instance
+        is booked already, or the port is held or outside the worker's range."""
+        self._add(instance_id, placement)
+        self._reindex(placement.worker_id)
+
+    def _add(self, instance_id: str, placement: Placement) -> None:
+        """Book in the ledger only; the caller reindexes the worker."""
         self.ledger.add(
             Allocation(
-                deployment_id,
+                instance_id,
                 placement.worker_id,
                 placement.gpu_indices,
                 placement.fraction,
@@ -162,18 +201,18 @@ class Scheduler:
             ),
             self.ports_of(placement.worker_id),
         )
-        self._reindex(placement.worker_id)
 
     def ports_of(self, worker_id: str) -> PortRange:
         """The host ports the worker's engines get: the range its agent declared
         in its last Hello, else the controller's."""
         known = self._known.get(worker_id)
-        if known is not None and known[1].ports is not None:
-            return known[1].ports
+        if known is not None and known[2].ports is not None:
+            return known[2].ports
         return self.ports
 
-    def release(self, deployment_id: str) -> Allocation | None:
-        allocation = self.ledger.remove(deployment_id)
+    def release(self, instance_id: str) -> Allocation | None:
+        """Give back what the instance holds; ``None`` if it held nothing."""
+        allocation = self.ledger.remove(instance_id)
         if allocation is not None:
             self._reindex(allocation.worker_id)
         return allocation
@@ -182,7 +221,7 @@ class Scheduler:
         known = self._known.get(worker_id)
         if known is None:
             return  # not seen online since start; indexed when it connects
-        self._index.update(known[1], self.ledger.book(worker_id) or WorkerBook())
+        self._index.update(known[2], self.ledger.book(worker_id) or WorkerBook())
 
     # ------------------------------------------------------------ deciding
 
@@ -194,20 +233,24 @@ class Scheduler:
         if (
             known is None
             or known[0] is not worker.gpu_devices
-            or known[1].name != worker.name
-            or known[1].ports != ports
+            or known[1] != worker.labels
+            or known[2].name != worker.name
+            or known[2].ports != ports
         ):
             gpus = tuple(sorted(int(d["index"]) for d in worker.gpu_devices))
-            candidate = WorkerCandidate(worker.worker_id, worker.name, gpus, ports)
-            known = (worker.gpu_devices, candidate)
+            labels = dict(worker.labels)
+            candidate = WorkerCandidate(
+                worker.worker_id, worker.name, gpus, ports, tuple(sorted(labels.items()))
+            )
+            known = (worker.gpu_devices, labels, candidate)
             self._known[worker.worker_id] = known
             self._reindex(worker.worker_id)
-        return known[1]
+        return known[2]
 
     def _candidates(self, online: Iterable[LiveWorker]) -> dict[str, WorkerCandidate]:
         """Worker id → candidate for the ``online`` sessions; rebuilt only when
         the set of sessions changed since the last decision (checked by
-        identity, at C speed), since a session's GPUs never change."""
+        identity, at C speed), since a session's GPUs and labels never change."""
         sessions = tuple(online)
         last = self._online
         if len(last[0]) == len(sessions) and all(map(operator.is_, sessions, last[0])):
@@ -219,10 +262,11 @@ class Scheduler:
     def place_anywhere(
         self, name: str, backend: str, config: EngineConfig, online: Iterable[LiveWorker]
     ) -> Placement | Refusal:
-        """The best of the ``online`` workers under the policy. The caller books
-        the placement (or explains the refusal) under the placement lock."""
+        """The best of the ``online`` workers under the policy (those matching
+        ``config.worker_selector``) for one instance. The caller books the
+        placement (or explains the refusal) under the placement lock."""
         candidates = self._candidates(online)
-        request = PlacementRequest(name, demand_for(backend, config))
+        request = PlacementRequest(name, demand_for(backend, config), selector=selector_of(config))
         result = place(
             request, self._shortlist(request.demand, candidates), self.ledger, self.ports,
             self.policy, in_rank_order=True,
@@ -255,19 +299,109 @@ class Scheduler:
         keys = [self._index.rank_of(wid) for _, wid in fitting if wid in candidates]
         if not keys:
             return
-        # Usually the best one is taken; sort the rest only if it is not.
+        # Usually the best one is taken; order the rest only if it is not, and
+        # lazily (a batch of replicas takes a few of them).
         best = min(keys)
         yield candidates[best[-1]]
-        for key in sorted(keys):
-            if key is not best:
-                yield candidates[key[-1]]
+        keys.remove(best)
+        heapq.heapify(keys)
+        while keys:
+            yield candidates[heapq.heappop(keys)[-1]]
 
     def place_on(
         self, name: str, backend: str, config: EngineConfig, worker: LiveWorker
     ) -> Placement | Refusal:
-        """GPUs and a port on the worker the user named."""
-        request = PlacementRequest(name, demand_for(backend, config), explicit_worker=True)
+        """GPUs and a port for one instance on the worker the user named (if
+        its labels match ``config.worker_selector``)."""
+        request = PlacementRequest(
+            name, demand_for(backend, config), explicit_worker=True, selector=selector_of(config)
+        )
         return place(request, [self.candidate(worker)], self.ledger, self.ports, self.policy)
+
+    def place_replicas(
+        self,
+        request: ReplicaRequest,
+        online: Iterable[LiveWorker],
+        pinned: LiveWorker | None = None,
+    ) -> list[Placement] | ReplicaRefusal:
+        """Place and book every instance of ``request`` (in ``instance_ids``
+        order, each under its id), spread over the ``online`` workers, or all on
+        ``pinned``; or book none and say how many fit and why not the rest.
+        ``LedgerConflict`` (nothing booked) if an id is booked already."""
+        ids = request.instance_ids
+        if len(set(ids)) != len(ids) or any(self.ledger.allocation(i) for i in ids):
+            raise LedgerConflict(f"instances of '{request.name}' are booked already: {ids}")
+        chooser, considered = self._chooser(request, online, pinned)
+        placed: list[Placement] = []
+        try:
+            for instance_id in ids:
+                placement = chooser.next()
+                if placement is None:
+                    return self._refuse(request, chooser.request, considered, placed)
+                self._add(instance_id, placement)
+                placed.append(placement)
+            return placed
+        except BaseException:
+            self._unbook(ids[: len(placed)])
+            raise
+        finally:
+            # Once for the batch: the chooser walks the index while it books.
+            for worker_id in {p.worker_id for p in placed}:
+                self._reindex(worker_id)
+
+    def _chooser(
+        self, request: ReplicaRequest, online: Iterable[LiveWorker], pinned: LiveWorker | None
+    ) -> tuple[ReplicaChooser, tuple[WorkerCandidate, ...]]:
+        """The batch's chooser over the online workers (or the pinned one), and
+        the workers it considers."""
+        demand = demand_for(request.backend, request.config)
+        decision = PlacementRequest(
+            request.name,
+            demand,
+            explicit_worker=pinned is not None,
+            selector=selector_of(request.config),
+        )
+        if pinned is None:
+            candidates = self._candidates(online)
+            ranked = self._shortlist(demand, candidates)
+        else:
+            worker = self.candidate(pinned)
+            candidates, ranked = {worker.id: worker}, iter([worker])
+        chooser = ReplicaChooser(
+            decision,
+            ranked,
+            candidates=candidates,
+            ledger=self.ledger,
+            ports=self.ports,
+            policy=self.policy,
+            existing=request.existing,
+        )
+        return chooser, tuple(candidates.values())
+
+    def _refuse(
+        self,
+        request: ReplicaRequest,
+        decision: PlacementRequest,
+        considered: tuple[WorkerCandidate, ...],
+        placed: list[Placement],
+    ) -> ReplicaRefusal:
+        """Word why ``considered`` cannot take one more (while the ledger holds
+        ``placed``), then unbook ``placed``."""
+        refusal = Refusal(decision, considered, self.ledger, self.ports)
+        rejections = tuple(refusal.rejections(MAX_EXPLAINED))
+        self._unbook(request.instance_ids[: len(placed)])
+        return ReplicaRefusal(
+            request,
+            decision.demand,
+            tuple(placed),
+            rejections,
+            len(considered),
+            pinned=decision.explicit_worker,
+        )
+
+    def _unbook(self, instance_ids: Iterable[str]) -> None:
+        for instance_id in instance_ids:
+            self.ledger.remove(instance_id)
 
     # ------------------------------------------------------------ views
 

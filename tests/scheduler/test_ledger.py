@@ -19,12 +19,12 @@ def test_add_and_remove_keep_the_books_exact() -> None:
     assert book is not None
     assert book.reserved == {0: 0.45, 1: 0.75}
     assert book.holders[1] == {"a": 0.45, "b": 0.3}
-    assert book.ports == {40000: "a", 40001: "b"} and book.deployments == 2
+    assert book.ports == {40000: "a", 40001: "b"} and book.instances == 2
     assert ledger.remove("a") == Allocation("a", "w", (0, 1), 0.45, 40000)
     assert book.reserved == {1: 0.3} and book.ports == {40001: "b"}
     assert ledger.remove("a") is None
     ledger.remove("b")
-    assert book.reserved == {} and book.holders == {} and book.deployments == 0
+    assert book.reserved == {} and book.holders == {} and book.instances == 0
 
 
 def test_release_leaves_no_rounding_residue() -> None:

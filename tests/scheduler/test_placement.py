@@ -357,7 +357,7 @@ def test_never_over_commits_under_random_load(policy: str) -> None:
                 )
             )
         if rng.random() < 0.3 and len(ledger):
-            ledger.remove(rng.choice([a.deployment_id for a in ledger]))
+            ledger.remove(rng.choice([a.instance_id for a in ledger]))
         for w in workers:
             book = ledger.book(w.id)
             if book is not None:

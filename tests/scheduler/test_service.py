@@ -29,6 +29,7 @@ class Session:
     name: str
     gpu_devices: list[dict[str, Any]] = field(default_factory=list)
     engine_ports: tuple[int, int] | None = None
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 def sessions(rng: random.Random, count: int) -> list[Session]:
@@ -79,7 +80,7 @@ def test_indexed_decisions_equal_the_full_scan(policy: str) -> None:
             assert {w.id for w in result.rejected} == {s.worker_id for s in online}
             refused += 1
         if rng.random() < 0.35 and len(scheduler.ledger):
-            scheduler.release(rng.choice([a.deployment_id for a in scheduler.ledger]))
+            scheduler.release(rng.choice([a.instance_id for a in scheduler.ledger]))
     assert decided > 300 and refused > 300
 
 
