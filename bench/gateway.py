@@ -43,7 +43,9 @@ from bench.fleetbench import (
     online_workers,
     percentile,
 )
+from controller.store import Database
 from shared.settings import AgentSettings
+from tests.gateway.instances import mirror_instance
 from tests.runtime.memory_runtime import MemoryRuntime
 
 ROUNDS = 8
@@ -150,7 +152,13 @@ async def gateway_stack() -> AsyncIterator[GatewayStack]:
                     ctl.url + "/api/deployments", json=body, headers=ctl.headers()
                 ) as resp:
                     assert resp.status == 201, await resp.text()
-                await asyncio.sleep(0.5)  # the agent reports it running
+                    deployment_id = (await resp.json())["id"]
+                await running(ctl, http, deployment_id)
+                db = Database(f"sqlite+aiosqlite:///{(ctl.data_dir / 'lmstack.db').resolve()}")
+                try:
+                    await mirror_instance(db, deployment_id)
+                finally:
+                    await db.close()
                 yield GatewayStack(http, ctl, port)
             finally:
                 agent.cancel()
@@ -159,6 +167,17 @@ async def gateway_stack() -> AsyncIterator[GatewayStack]:
                 await ctl.stop()
                 engine.terminate()
                 await engine.wait()
+
+
+async def running(ctl: ControllerProcess, http: aiohttp.ClientSession, deployment_id: str) -> None:
+    """Wait until the agent reported the deployment running."""
+    url = f"{ctl.url}/api/deployments/{deployment_id}"
+    for _ in range(200):
+        async with http.get(url, headers=ctl.headers()) as resp:
+            if (await resp.json())["status"] == "running":
+                return
+        await asyncio.sleep(0.05)
+    raise RuntimeError("the deployment never ran")
 
 
 async def new_key(stack: GatewayStack, name: str, limits: dict[str, Any] | None = None) -> str:

@@ -55,6 +55,12 @@ class GatewayError(APIError):
         self.headers = headers
 
 
+def model_not_found(name: str) -> GatewayError:
+    return GatewayError(
+        404, "model_not_found", f"The model '{name}' does not exist or you do not have access to it"
+    )
+
+
 def error_payload(
     status: int, message: str, code: str | None, type: str | None = None
 ) -> dict[str, object]:

@@ -14,13 +14,12 @@ from aiohttp import web
 
 from controller.auth import Identity, bearer_token
 from controller.gateway.admission import REFUSAL_CODE as QUEUE_REFUSAL
-from controller.gateway.errors import GatewayError, openai_errors
-from controller.gateway.routes import Route
+from controller.gateway.errors import GatewayError, model_not_found, openai_errors
+from controller.gateway.routes import Route, usable
 from controller.gateway.state import GATEWAY, Gateway
 from controller.http import Endpoint
 from controller.schemas import OpenAIError, OpenAIRequest, OpenAIResponse
 from shared.errors import Unauthorized
-from shared.status import DeploymentStatus
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 # Where the sub-application is mounted; ``ENDPOINTS`` carry it in their paths.
@@ -42,12 +41,12 @@ def may_use(identity: Identity, name: str) -> bool:
 async def list_models(request: web.Request) -> web.Response:
     gateway = request.config_dict[GATEWAY]
     identity = await authenticate(gateway, request)
-    fleet = gateway.fleet
+    online = gateway.fleet.is_connected
     routes = await gateway.routes.running()
     data = [
         {"id": r.name, "object": "model", "created": r.created, "owned_by": "lmstack"}
         for r in routes
-        if may_use(identity, r.name) and r.worker_id and fleet.is_connected(r.worker_id)
+        if may_use(identity, r.name) and r.usable(online)
     ]
     headers = gateway.proxy.rate_headers(identity)
     return web.json_response({"object": "list", "data": data}, headers=headers)
@@ -69,18 +68,8 @@ async def _route_for(gateway: Gateway, identity: Identity, model: Any) -> Route:
         raise GatewayError(400, "invalid_request", "'model' is required (a deployment name)")
     route = await gateway.routes.lookup(model)
     if route is None or not may_use(identity, model):
-        raise GatewayError(
-            404,
-            "model_not_found",
-            f"The model '{model}' does not exist or you do not have access to it",
-        )
-    if route.status != DeploymentStatus.RUNNING:
-        raise GatewayError(
-            503, "model_not_ready", f"Deployment '{model}' is {route.status}, not running"
-        )
-    worker = route.worker_id
-    if worker is None or not route.reachable or not gateway.fleet.is_connected(worker):
-        raise GatewayError(503, "worker_offline", f"The worker serving '{model}' is offline")
+        raise model_not_found(model)
+    usable(route, gateway.fleet.is_connected)  # refused before any limit counts it
     return route
 
 

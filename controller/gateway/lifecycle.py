@@ -1,12 +1,14 @@
-"""The gateway's lifecycle: its engine client, route table, limiter and proxy.
+"""The gateway's lifecycle: its engine client, route table, in-flight counts,
+limiter and proxy.
 
 Start: the pooled keep-alive client to engines, the route table (invalidated
-by every fleet change), the limiter of keys and users (budgets read from the
-usage table, flushed first; windows on ``limits_clock``, restored from the
-journal's last minute) and the proxy, reporting requests in flight to the
-metrics. Stop: the client's connections are closed (after the HTTP server
-stopped taking requests: the application tears the gateway down before the
-fleet and the store).
+by every fleet change), the requests in flight per instance
+(``Gateway.in_flight``, which draining waits on), the limiter of keys and
+users (budgets read from the usage table, flushed first; windows on
+``limits_clock``, restored from the journal's last minute) and the proxy,
+reporting requests in flight to the metrics. Stop: the client's connections
+are closed (after the HTTP server stopped taking requests: the application
+tears the gateway down before the fleet and the store).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 
 from controller.auth import Authenticator
 from controller.fleet import Fleet
+from controller.gateway.inflight import InFlight
 from controller.gateway.proxy import Proxy, Timeouts
 from controller.gateway.routes import RouteTable
 from controller.gateway.state import Gateway
@@ -53,8 +56,12 @@ async def serving_gateway(
         limiter = Limiter(UsageTable(db, usage.flush), clock=limits_clock)
         # The last minute's requests, from the journal: rate windows outlive a restart.
         limiter.restore(await asyncio.to_thread(usage.recent, limits_clock() - WINDOW))
-        proxy = Proxy(client, usage, timeouts, metrics, limiter=limiter)
+        in_flight = InFlight()
+        proxy = Proxy(
+            client, usage, timeouts, metrics, limiter=limiter, routes=routes,
+            online=fleet.is_connected, instances=in_flight,
+        )  # fmt: skip
         metrics.watch_gateway(proxy.in_flight_by_name)
-        yield Gateway(routes, proxy, usage, auth, fleet)
+        yield Gateway(routes, proxy, usage, auth, fleet, in_flight)
     finally:
         await client.close()

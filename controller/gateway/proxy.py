@@ -11,9 +11,20 @@ Guarantees:
 * Errors before a response has started: engine unreachable or broken → 502,
   engine too slow → 504 (OpenAI-shaped, see ``errors.py``). Answers the engine
   gives itself (including its own 4xx/5xx) pass through unchanged.
-* Requests in flight are counted per deployment; each forwarded request is
-  recorded in the metrics (status, latency, tokens, time to the first streamed
-  event, gateway failures) without touching the store.
+* Each request goes to one instance of its deployment, chosen by the
+  deployment's policy (``picking``) among the usable instances of the route
+  as the table has it at that moment (``RouteTable.current``: a change the
+  fleet announced meanwhile is seen) on workers online now.
+* A request that got not a byte of an answer (``upstream.NoAnswer``: refused,
+  connect timeout, reset or closed before answering) is sent once more, to
+  another usable instance when there is one. Anything the engine answered
+  (its own 4xx/5xx, a stream's first byte) is final: no retry.
+* Requests in flight are counted per instance (``inflight.InFlight``: from
+  choosing the instance until the answer ended or failed, cancellation and
+  departed clients included) and per deployment (for the metrics); each
+  forwarded request is recorded in the metrics (status, latency, tokens, time
+  to the first streamed event, gateway failures) and its usage recorded once,
+  without touching the store.
 * Under a key's or user's limits (``controller.limits``): ``admit`` before
   forwarding (refusals counted per key and limit), every answer carries the
   admission's ``x-ratelimit-*`` headers (streams included), and the engine's
@@ -28,16 +39,19 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from controller.auth import Identity
-from controller.gateway.errors import GatewayError, error_payload
-from controller.gateway.routes import Route
+from controller.gateway.errors import GatewayError, error_payload, model_not_found
+from controller.gateway.inflight import InFlight, Lease
+from controller.gateway.picking import Pickers
+from controller.gateway.routes import Route, RouteTable, Upstream, usable
 from controller.gateway.sse import SSEPassThrough
-from controller.gateway.upstream import EngineClient, EngineResponse
+from controller.gateway.upstream import EngineClient, EngineResponse, NoAnswer
 from controller.gateway.usage import UsageRecorder
 from controller.limits import Admission, Limiter
 from controller.metrics import Metrics
@@ -57,6 +71,20 @@ _JSON = "application/json"
 _DECODER = json.JSONDecoder()
 
 
+@dataclass(slots=True)
+class _Call:
+    """One forwarded request: what it is, and where it is being sent."""
+
+    request: web.Request
+    identity: Identity
+    route: Route
+    body: dict[str, Any]
+    lease: Lease
+    admitted: Admission | None
+    # The instance last sent to (the one that answered, or failed last).
+    upstream: Upstream | None = None
+
+
 @dataclass(frozen=True)
 class Timeouts:
     connect: float
@@ -73,12 +101,19 @@ class Proxy:
         metrics: Metrics | None = None,
         *,
         limiter: Limiter,
+        routes: RouteTable,
+        online: Callable[[str], bool],
+        instances: InFlight,
     ):
         self._client = client
         self._limiter = limiter
         self._metrics = metrics or Metrics()
         self._usage = usage
         self._timeouts = timeouts
+        self._routes = routes
+        self._online = online
+        self.instances = instances
+        self._pickers = Pickers(instances)
         # Requests being forwarded, by deployment id (names kept for metrics).
         self.in_flight: Counter[str] = Counter()
         self._names: dict[str, str] = {}
@@ -125,14 +160,14 @@ class Proxy:
         status = 500
         self.in_flight[route.deployment_id] += 1
         self._names[route.deployment_id] = route.name
+        lease = self.instances.lease()
+        call = _Call(request, identity, route, body, lease, admitted)
         try:
             if body.get("stream") is True:
-                response = await self._stream(
-                    request, identity, route, request.path, body, started=started, admitted=admitted
-                )
+                response = await self._stream(call, started=started)
             else:
                 payload = raw if raw is not None else json.dumps(body).encode()
-                response = await self._json(request, identity, route, payload, admitted)
+                response = await self._json(call, payload)
             status = response.status
             return response
         except GatewayError as exc:
@@ -143,6 +178,7 @@ class Proxy:
             status = 499  # the client went away
             raise
         finally:
+            lease.end()
             self._metrics.gateway_request(route.name, status, time.perf_counter() - started)
             self.in_flight[route.deployment_id] -= 1
             if self.in_flight[route.deployment_id] <= 0:
@@ -169,49 +205,76 @@ class Proxy:
         if admitted is not None:
             self._limiter.release(admitted, prompt, completion)
 
-    async def _json(
-        self,
-        request: web.Request,
-        identity: Identity,
-        route: Route,
-        payload: bytes,
-        admitted: Admission | None,
-    ) -> web.Response:
-        path = request.path
+    async def _send(self, call: _Call, payload: bytes, *, whole: bool) -> EngineResponse:
+        """Post ``payload`` to an instance of the call's route, and once more to
+        another one when the first gave not a byte of an answer; the call's
+        lease is at the instance that answered (or failed last)."""
+        route = call.route
+        candidates = await self._candidates(route)
+        upstream = self._pick(call, candidates)
+        try:
+            return await self._post(call, upstream, payload, whole=whole)
+        except NoAnswer as exc:
+            candidates = [
+                u for u in await self._candidates(route) if u.instance_id != upstream.instance_id
+            ]
+            if not candidates:
+                raise _broken(route, upstream, exc) from None
+            log.info("%s: no answer from %s (%s); retrying", route.name, upstream.base_url, exc)
+            upstream = self._pick(call, candidates)
+        except UpstreamError as exc:
+            raise _broken(route, upstream, exc) from None
+        try:
+            return await self._post(call, upstream, payload, whole=whole)
+        except UpstreamError as exc:
+            raise _broken(route, upstream, exc) from None
+
+    async def _candidates(self, route: Route) -> list[Upstream]:
+        """The usable instances of ``route`` as the table has it now."""
+        current = await self._routes.current(route)
+        if current is None:
+            raise model_not_found(route.name)
+        return usable(current, self._online)
+
+    def _pick(self, call: _Call, candidates: list[Upstream]) -> Upstream:
+        upstream = self._pickers.pick(call.route, candidates, call.request.headers, call.body)
+        call.lease.take(upstream.instance_id)  # counted before anything is awaited
+        return upstream
+
+    async def _post(
+        self, call: _Call, upstream: Upstream, payload: bytes, *, whole: bool
+    ) -> EngineResponse:
+        call.upstream = upstream
+        return await self._client.post(
+            upstream.host, upstream.port, call.request.path, payload, content_type=_JSON,
+            whole=whole,
+        )  # fmt: skip
+
+    async def _json(self, call: _Call, payload: bytes) -> web.Response:
+        route = call.route
         try:
             async with asyncio.timeout(self._timeouts.total):
-                upstream = await self._client.post(
-                    route.host, route.port, path, payload, content_type=_JSON, whole=True
-                )
+                upstream = await self._send(call, payload, whole=True)
                 data = await upstream.read()
         except TimeoutError:
             raise _timeout(route) from None
         except UpstreamError as exc:
-            raise _broken(route, exc) from None
+            raise _broken(route, call.upstream, exc) from None
         status, content_type = upstream.status, upstream.headers.get("content-type", _JSON)
         response = web.Response(body=data, status=status, headers={"Content-Type": content_type})
-        if admitted is not None:
-            response.headers.update(admitted.headers)
+        if call.admitted is not None:
+            response.headers.update(call.admitted.headers)
         # The answer leaves before the bookkeeping: it is off the client's path.
-        await response.prepare(request)
+        await response.prepare(call.request)
         await response.write_eof()
         usage = None
         if status == 200 and content_type.startswith(_JSON):
             usage = _usage_of(data)
-        self._record(identity, route, usage, admitted)
+        self._record(call.identity, route, usage, call.admitted)
         return response
 
-    async def _stream(
-        self,
-        request: web.Request,
-        identity: Identity,
-        route: Route,
-        path: str,
-        body: dict[str, Any],
-        *,
-        started: float,
-        admitted: Admission | None,
-    ) -> web.StreamResponse:
+    async def _stream(self, call: _Call, *, started: float) -> web.StreamResponse:
+        route, body, admitted = call.route, call.body, call.admitted
         options = body.get("stream_options")
         options = options if isinstance(options, dict) else {}
         wants_usage = bool(options.get("include_usage"))
@@ -221,13 +284,9 @@ class Proxy:
             # The engine answers with headers before it generates; connecting
             # has its own, shorter limit inside the client.
             async with asyncio.timeout(self._timeouts.total):
-                upstream = await self._client.post(
-                    route.host, route.port, path, json.dumps(body).encode(), content_type=_JSON
-                )
+                upstream = await self._send(call, json.dumps(body).encode(), whole=False)
         except TimeoutError:
             raise _timeout(route) from None
-        except UpstreamError as exc:
-            raise _broken(route, exc) from None
         events = SSEPassThrough(forward_usage_chunk=wants_usage)
         try:
             if upstream.status != 200 or not upstream.content_type.startswith("text/event-stream"):
@@ -240,14 +299,14 @@ class Proxy:
                 return web.Response(body=data, status=upstream.status, headers=headers)
             headers = SSE_HEADERS if admitted is None else {**SSE_HEADERS, **admitted.headers}
             response = web.StreamResponse(status=200, headers=headers)
-            await response.prepare(request)
+            await response.prepare(call.request)
             try:
-                await self._pump(upstream, response, events, route, started)
+                await self._pump(upstream, response, events, call, started)
             except ConnectionResetError:
                 log.info("client left a stream of %s; closing the upstream", route.name)
             return response
         finally:
-            self._record(identity, route, events.usage, admitted)
+            self._record(call.identity, route, events.usage, admitted)
             upstream.release()  # closes the connection unless it was read to its end
 
     async def _pump(
@@ -255,9 +314,10 @@ class Proxy:
         upstream: EngineResponse,
         response: web.StreamResponse,
         events: SSEPassThrough,
-        route: Route,
+        call: _Call,
         started: float,
     ) -> None:
+        route = call.route
         idle = 0.0
         first = True
         keepalive = self._timeouts.keepalive
@@ -279,7 +339,8 @@ class Proxy:
                 await response.write(b": keep-alive\n\n")
                 continue
             except UpstreamError as exc:
-                await self._fail(response, route, 502, _broken(route, exc).detail, "upstream_error")
+                broken = _broken(route, call.upstream, exc).detail
+                await self._fail(response, route, 502, broken, "upstream_error")
                 return
             idle = 0.0
             if not data:
@@ -342,7 +403,6 @@ def _timeout(route: Route) -> GatewayError:
     return GatewayError(504, "upstream_timeout", f"Engine of '{route.name}' did not answer in time")
 
 
-def _broken(route: Route, exc: UpstreamError) -> GatewayError:
-    return GatewayError(
-        502, "upstream_error", f"Engine of '{route.name}' at {route.base_url} failed: {exc}"
-    )
+def _broken(route: Route, upstream: Upstream | None, exc: UpstreamError) -> GatewayError:
+    at = f" at {upstream.base_url}" if upstream is not None else ""
+    return GatewayError(502, "upstream_error", f"Engine of '{route.name}'{at} failed: {exc}")

@@ -9,6 +9,7 @@ from aiohttp import web
 from controller.auth import Authenticator
 from controller.fleet import Fleet
 from controller.gateway.admission import DeploymentGates
+from controller.gateway.inflight import InFlight
 from controller.gateway.proxy import Proxy
 from controller.gateway.routes import RouteTable
 from controller.gateway.usage import UsageRecorder
@@ -23,6 +24,8 @@ class Gateway:
     usage: UsageRecorder
     auth: Authenticator
     fleet: Fleet
+    # Requests in flight per instance (what draining waits on: ``InFlight.idle``).
+    in_flight: InFlight
     # Per-deployment max_parallel gates (state only: nothing to start or stop).
     admission: DeploymentGates = field(default_factory=DeploymentGates)
 

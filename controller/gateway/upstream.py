@@ -28,8 +28,10 @@ Guarantees:
   cancelled call, a broken answer) is closed.
 
 Errors: a refused or broken connection or a malformed answer raises
-``UpstreamError``; time limits are the caller's (``asyncio.timeout``), and a
-cancelled call closes its connection.
+``UpstreamError``; ``NoAnswer`` (one) when not a byte of an answer arrived
+(refused, connect timeout, reset or closed before answering), so the caller
+may send the request to another engine. Time limits past connecting are the
+caller's (``asyncio.timeout``), and a cancelled call closes its connection.
 
 Concurrency: event loop only; one request at a time per connection.
 """
@@ -50,6 +52,11 @@ HIGH_WATER = 256 * 1024
 _LOW_WATER = HIGH_WATER // 4
 
 Origin = tuple[str, int]
+
+
+class NoAnswer(UpstreamError):
+    """Not a byte of an answer arrived: the engine could not be reached, or
+    closed or reset the connection before answering."""
 
 
 class _Connection(asyncio.Protocol):
@@ -332,11 +339,13 @@ class EngineClient:
             try:
                 connection.send(request, whole=whole)
                 await connection.ready()
-            except UpstreamError:
+            except UpstreamError as exc:
                 connection.close()
-                if reused and not connection.got_bytes:
+                if connection.got_bytes:
+                    raise
+                if reused:
                     continue  # closed by the engine while idle: it never saw the request
-                raise
+                raise NoAnswer(str(exc)) from exc
             except BaseException:
                 connection.close()
                 raise
@@ -377,8 +386,12 @@ class EngineClient:
                 _, connection = await loop.create_connection(
                     lambda: _Connection(origin, self._forget), host, port
                 )
+        except TimeoutError:  # an OSError too: first
+            raise NoAnswer(
+                f"cannot connect to {host}:{port} in {self._connect_timeout:g}s"
+            ) from None
         except OSError as exc:
-            raise UpstreamError(f"cannot connect to {host}:{port}: {exc}") from exc
+            raise NoAnswer(f"cannot connect to {host}:{port}: {exc}") from exc
         self._open.add(connection)
         return connection
 

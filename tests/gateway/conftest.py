@@ -17,9 +17,12 @@ import aiohttp
 import pytest
 import uvloop
 
+from controller import appkeys
+from controller.store import Database
 from tests.conftest import Controller
 from tests.dockerutil import free_port
 from tests.fleetutil import RunningAgent, run_agent
+from tests.gateway.instances import mirror_instance
 from tests.runtime.memory_runtime import MemoryRuntime
 from tests.waiting import eventually
 
@@ -101,6 +104,14 @@ class Stack:
     def base_url(self) -> str:
         return self.ctl.url + "/v1"
 
+    @property
+    def db(self) -> Database:
+        return self.ctl.app[appkeys.DATABASE]
+
+    def changed(self) -> None:
+        """Announce a change of instance rows, as the deployment service does."""
+        self.ctl.app[appkeys.FLEET].changed()
+
 
 async def make_stack(
     tmp_path: Path,
@@ -135,6 +146,7 @@ async def make_stack(
                 message=lambda answer: f"deployment never ran: {answer}",
             )
             assert row["port"] == port
+            await mirror_instance(ctl.app[appkeys.DATABASE], created["id"])
             _, key = await ctl.admin("POST", "/api/api-keys", json={"name": "app"})
             yield Stack(ctl, agent, runtime, engine, created["id"], key["key"])
     finally:

@@ -226,7 +226,7 @@ async def restart(stack: Stack) -> None:
 
     async def serving() -> bool:
         route = await stack.ctl.app[GATEWAY].routes.lookup(MODEL)
-        return route is not None and route.status == "running" and route.reachable
+        return route is not None and route.status == "running" and bool(route.instances)
 
     await eventually(serving)
 
