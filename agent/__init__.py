@@ -7,8 +7,12 @@ Public surface, by module:
 * ``agent.gpu``: ``GpuReader`` protocol, ``NvmlGpuReader``, ``SimulatedGpuReader``,
   ``GpuDevice``, ``GpuStats``.
 * ``agent.runtime``: ``DockerRuntime``, ``PullProgress``; ``agent.types``: the ``Runtime``
-  protocol. (``MemoryRuntime``, the in-memory double for tests and the fleet benchmark,
-  lives in ``tests.runtime.memory_runtime``: it does not ship.)
+  protocol and the data passed to and from it.
+* ``agent.supervisor``: ``Supervisors``, the per-instance deploy/watch/restart tasks
+  the session owns; ``agent.restarts``: the restart policy's decisions and back-off
+  (``RestartTimings``, ``RestartBackoff``, ``refusal``).
+* ``MemoryRuntime``, the in-memory double for tests and the fleet benchmark, lives in
+  ``tests.runtime.memory_runtime``: it does not ship.
 * ``agent.main``: ``main()``, the ``lmstack-agent`` entry point.
 
 Nothing is imported here, so ``import agent.types`` stays cheap and no import

@@ -9,7 +9,7 @@ Exit codes:
 * 0 on SIGTERM/SIGINT. Shutdown closes the controller stream and the runtime
   client, and leaves engine containers running: an agent restart or upgrade
   must not take models offline.
-* 2 when the settings are unusable (no join token, bad flag or TLS file).
+* 2 when the settings are unusable (no join token, bad flag, label or TLS file).
 * 3 when the controller rejects the join token; retrying cannot help.
 * 4 when the controller refuses this agent's protocol version.
 
@@ -37,6 +37,7 @@ from agent.types import (
     ERROR,
     ContainerState,
     DeploySpec,
+    Probe,
     Reporter,
     Runtime,
     RuntimeInfo,
@@ -114,6 +115,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="MIN-MAX",
         help="host ports the controller may give this host's engines, e.g. 41000-41999 "
         "(default: the controller's range; agents sharing a host need disjoint ones)",
+    )
+    parser.add_argument(
+        "--label",
+        dest="labels",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a worker label deployments can select (config.worker_selector), e.g. "
+        "gpu=a100; repeatable (LMSTACK_LABELS: comma-separated)",
     )
     parser.add_argument(
         "--log-level", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -209,19 +218,22 @@ class UnavailableRuntime:
         return []
 
     async def deploy(self, spec: DeploySpec, report: Reporter) -> None:
-        await report(StatusUpdate(spec.deployment_id, ERROR, self._reason))
+        await report(spec.status_update(ERROR, self._reason))
 
     async def stop(
-        self, deployment_id: str, remove: bool, report: Reporter, cluster_id: str = ""
+        self, instance_id: str, remove: bool, report: Reporter, cluster_id: str = ""
     ) -> None:
-        await report(StatusUpdate(deployment_id, ERROR, self._reason))
+        await report(StatusUpdate(instance_id, ERROR, self._reason))
 
-    async def logs(self, deployment_id: str, lines: int) -> str:
+    async def logs(self, instance_id: str, lines: int) -> str:
         raise RuntimeUnavailable(self._reason)
 
-    async def follow_logs(self, deployment_id: str, tail: int) -> AsyncIterator[str]:
+    async def follow_logs(self, instance_id: str, tail: int) -> AsyncIterator[str]:
         raise RuntimeUnavailable(self._reason)
         yield ""  # pragma: no cover - makes this an async generator
+
+    async def probe(self, instance_id: str) -> Probe:
+        raise RuntimeUnavailable(self._reason)
 
     async def close(self) -> None:
         return None

@@ -9,11 +9,14 @@ log line.
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, TypeAdapter, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared.engines.config import LabelKey, LabelValue
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 PlacementPolicy = Literal["binpack", "spread"]
@@ -69,6 +72,9 @@ class ControllerSettings(_Base):
     engine_port_max: int = Field(default=40999, ge=1024, le=65535)
     # How the scheduler picks GPUs: fill the fullest that fit, or the emptiest.
     placement_policy: PlacementPolicy = "binpack"
+    # The longest time between two reconciliation passes (each change triggers
+    # one at once); deadlines such as ``reschedule_after`` are checked by them.
+    reconcile_interval: float = Field(default=5.0, gt=0, le=3600)
     grpc_tls_cert: Path | None = None
     grpc_tls_key: Path | None = None
     # CA that signs agent client certificates; when set, agents must present one.
@@ -101,6 +107,16 @@ class AgentSettings(_Base):
     # ``MIN-MAX``, e.g. ``41000-41999``: the host ports the controller may give
     # this agent's engines; empty: the controller's own range.
     engine_port_range: str = ""
+    # The worker's labels, matched by a deployment's ``config.worker_selector``:
+    # ``--label key=value`` (repeatable) or ``LMSTACK_LABELS=gpu=a100,zone=b``.
+    labels: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    # The engines' restart policy (``agent.restarts``): the first back-off,
+    # its cap, the healthy run that resets it, and the health check period
+    # (3 failed checks in a row restart a running engine).
+    restart_backoff_initial: float = Field(default=10.0, gt=0)
+    restart_backoff_max: float = Field(default=300.0, gt=0)
+    restart_reset_after: float = Field(default=600.0, gt=0)
+    health_check_interval: float = Field(default=10.0, gt=0)
     tls: bool = False
     tls_ca: Path | None = None
     tls_cert: Path | None = None
@@ -122,9 +138,52 @@ class AgentSettings(_Base):
             parse_port_range(value)
         return value
 
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels(cls, value: Any) -> dict[str, str]:
+        return parse_labels(value)
+
     def engine_ports(self) -> tuple[int, int] | None:
         """The declared engine port range, both ends inclusive; ``None``: none declared."""
         return parse_port_range(self.engine_port_range) if self.engine_port_range else None
+
+
+_LABEL_KEY: TypeAdapter[str] = TypeAdapter(LabelKey)
+_LABEL_VALUE: TypeAdapter[str] = TypeAdapter(LabelValue)
+
+
+def parse_labels(value: object) -> dict[str, str]:
+    """Worker labels from ``"k=v,k2=v2"``, a list of such items (repeated
+    ``--label`` flags) or a mapping; ``ValueError`` naming the bad one."""
+    if isinstance(value, Mapping):
+        items = [(str(k), str(v)) for k, v in value.items()]
+    elif isinstance(value, str | list | tuple):
+        texts = [value] if isinstance(value, str) else [str(item) for item in value]
+        items = [_label_item(part) for text in texts for part in text.split(",") if part.strip()]
+    else:
+        raise ValueError("labels must be key=value items")
+    labels: dict[str, str] = {}
+    for key, val in items:
+        if key in labels:
+            raise ValueError(f"label {key!r} is given twice")
+        checked = _checked(_LABEL_KEY, key, "label key")
+        labels[checked] = _checked(_LABEL_VALUE, val, f"label {key!r}: value")
+    return labels
+
+
+def _label_item(text: str) -> tuple[str, str]:
+    key, sep, val = text.strip().partition("=")
+    if not sep:
+        raise ValueError(f"label {text.strip()!r} is not key=value")
+    return key.strip(), val.strip()
+
+
+def _checked(adapter: TypeAdapter[str], text: str, what: str) -> str:
+    try:
+        return adapter.validate_python(text)
+    except ValidationError as exc:
+        pattern = exc.errors()[0].get("ctx", {}).get("pattern", "")
+        raise ValueError(f"{what} {text!r} does not match {pattern}") from None
 
 
 def parse_port_range(text: str) -> tuple[int, int]:

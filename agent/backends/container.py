@@ -1,9 +1,10 @@
 """What container a ``DeploySpec`` becomes: pure data, no Docker calls.
 
 ``plan_container`` combines the backend's image/command/port with everything LMStack adds:
-the ``lmstack-<name>`` container name, the labels that mark it as ours (with a stable
-hash of the spec, so an identical re-deploy is recognised, and the cluster id of the
-controller that asked for it), the environment (backend
+the ``lmstack-<deployment name>-<first 8 characters of the instance id>`` container
+name, the labels that mark it as ours (the deployment and instance ids, a stable hash
+of the spec, so an identical re-deploy is recognised, the restarts made before it, and
+the cluster id of the controller that asked for it), the environment (backend
 defaults, then the agent's ``HF_TOKEN``, then the deployment's ``config["env"]`` and the
 spec's ``env``; later wins), the GPU indices to request (none when simulating GPUs: then
 they go to ``CUDA_VISIBLE_DEVICES`` only) and the Hugging Face cache mount.
@@ -22,7 +23,9 @@ from agent.types import (
     LABEL_DEPLOYMENT_ID,
     LABEL_DEPLOYMENT_NAME,
     LABEL_HOST_PORT,
+    LABEL_INSTANCE_ID,
     LABEL_MANAGED,
+    LABEL_RESTARTS,
     LABEL_SPEC_HASH,
     DeploySpec,
     spec_hash,
@@ -50,8 +53,12 @@ class ContainerPlan:
     hf_cache_target: str
 
 
-def container_name(deployment_name: str) -> str:
-    return f"{CONTAINER_PREFIX}{deployment_name}"
+# Characters of the instance id in a container name: unique enough on one host.
+INSTANCE_SUFFIX = 8
+
+
+def container_name(deployment_name: str, instance_id: str) -> str:
+    return f"{CONTAINER_PREFIX}{deployment_name}-{instance_id[:INSTANCE_SUFFIX]}"
 
 
 def plan_container(
@@ -73,15 +80,17 @@ def plan_container(
     labels = {
         LABEL_MANAGED: "true",
         LABEL_DEPLOYMENT_ID: spec.deployment_id,
+        LABEL_INSTANCE_ID: spec.instance,
         LABEL_DEPLOYMENT_NAME: spec.name,
         LABEL_SPEC_HASH: spec_hash(spec),
         LABEL_HOST_PORT: str(spec.host_port),
         LABEL_BACKEND: backend.name,
+        LABEL_RESTARTS: str(spec.restarts),
     }
     if spec.cluster_id:
         labels[LABEL_CLUSTER_ID] = spec.cluster_id
     return ContainerPlan(
-        name=container_name(spec.name),
+        name=container_name(spec.name, spec.instance),
         image=backend.image(spec),
         command=backend.command(spec),
         entrypoint=backend.entrypoint(spec),

@@ -5,15 +5,24 @@ Guarantees:
 * ``Deployer.deploy`` never raises for a failed operation: it reports ``error`` with a
   message (exit code and last log lines when the engine exited). A failed deploy
   leaves no container behind.
-* Idempotent: a running container of the same deployment and spec hash is adopted,
-  not restarted; another spec, or a container that is not running, is replaced.
+* Keyed by instance: the instance's container is found by its labels
+  (``agent.runtime._containers.find``), never by name, so a container made
+  before instances (named ``lmstack-<name>``, no instance label) is the instance
+  of its deployment's id, and is adopted with its name.
+* Idempotent: a running container of the same instance and spec hash is adopted,
+  not restarted (for a container made before instances, the hash that agent gave
+  it counts too: ``legacy_spec_hash``); another spec, or a container that is not
+  running, is replaced. Reports carry the instance and deployment ids, the
+  restarts (the spec's, or an adopted container's label when higher) and, from
+  ``starting`` on, the container's ``started_at``.
 * Cancelling ``deploy`` (agent shutdown, or a ``Stop`` that supersedes it) leaves the
   container to whoever cancels it: containers outlive the agent.
-* Restarts belong to the agent and controller: containers get restart policy ``no``.
+* Restarts belong to the agent (``agent.supervisor``): containers get Docker's
+  restart policy ``no``.
 * Ownership: the container is labelled with the spec's cluster id. A container of
   another cluster is never removed to make room, whether it holds the deployment's
-  id or its name: the deploy fails saying whose it is. With a cluster id, an
-  unlabelled container of another deployment holding the name is refused too (it may
+  instance or its name: the deploy fails saying whose it is. With a cluster id, an
+  unlabelled container of another instance holding the name is refused too (it may
   be another cluster's, made before labels); a same-name container of our own
   cluster is an orphan and is removed.
 * No name conflict: removing a same-name container and creating ours are sections
@@ -23,7 +32,7 @@ Guarantees:
 
 Concurrency model: each deploy is one coroutine on the loop; its blocking Docker calls
 go through ``EngineClient.call``. The caller must not run ``deploy`` and ``stop`` of
-one deployment concurrently; different deployments may deploy in parallel, and
+one instance concurrently; different instances may deploy in parallel, and
 ``NameLocks`` orders what they do to one container name.
 """
 
@@ -31,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -41,14 +51,24 @@ from docker.types import DeviceRequest
 
 from agent.backends.container import ContainerPlan, plan_container
 from agent.runtime._client import EngineClient
-from agent.runtime._containers import find, foreign, remove, tail
+from agent.runtime._containers import (
+    find,
+    foreign,
+    instance_of,
+    remove,
+    restarts_of,
+    started_at,
+    tail,
+)
 from agent.runtime._errors import DeployFailed, explain
+from agent.runtime._health import health_url, healthy, http_session
 from agent.runtime._names import NameLocks
 from agent.runtime._pulls import ensure_image
 from agent.types import (
     ERROR,
     LABEL_CLUSTER_ID,
     LABEL_DEPLOYMENT_ID,
+    LABEL_INSTANCE_ID,
     LABEL_MANAGED,
     LABEL_SPEC_HASH,
     PENDING,
@@ -57,6 +77,8 @@ from agent.types import (
     DeploySpec,
     Reporter,
     StatusUpdate,
+    legacy_spec_hash,
+    spec_hash,
 )
 from shared.errors import LMStackError
 from shared.status import DeploymentStatus
@@ -64,7 +86,6 @@ from shared.status import DeploymentStatus
 log = logging.getLogger("lmstack.agent.runtime")
 
 HEALTH_POLL_INTERVAL = 0.5
-HEALTH_REQUEST_TIMEOUT = 2.0
 LOG_TAIL_LINES = 20
 
 
@@ -96,19 +117,11 @@ class Deployer:
         try:
             await self._deploy(spec, report)
         except DeployFailed as exc:
-            log.warning("deployment %s (%s) failed: %s", spec.name, spec.deployment_id, exc)
-            await report(
-                StatusUpdate(
-                    spec.deployment_id,
-                    ERROR,
-                    exc.message,
-                    port=spec.host_port,
-                    exit_code=exc.exit_code,
-                )
-            )
+            log.warning("instance %s of %s failed: %s", spec.instance, spec.name, exc)
+            await report(spec.status_update(ERROR, exc.message, exit_code=exc.exit_code))
         except LMStackError as exc:
-            log.warning("deployment %s (%s) failed: %s", spec.name, spec.deployment_id, exc)
-            await report(StatusUpdate(spec.deployment_id, ERROR, str(exc), port=spec.host_port))
+            log.warning("instance %s of %s failed: %s", spec.instance, spec.name, exc)
+            await report(spec.status_update(ERROR, str(exc)))
 
     async def _deploy(self, spec: DeploySpec, report: Reporter) -> None:
         plan = plan_container(
@@ -118,34 +131,32 @@ class Deployer:
             simulate_gpus=self._simulate_gpus,
         )
         timeout = float(spec.config.startup_timeout or self._ready_timeout)
-        url = f"http://{self._health_host}:{plan.host_port}{plan.health_path}"
-        await report(StatusUpdate(spec.deployment_id, PENDING, port=spec.host_port))
+        url = health_url(self._health_host, plan.host_port, plan.health_path)
+        await report(spec.status_update(PENDING))
 
-        existing = await self._client.call(find, self._client, spec.deployment_id)
+        existing = await self._client.call(find, self._client, spec.instance)
         if existing is not None and (other := foreign(existing, spec.cluster_id)):
             raise DeployFailed(
-                f"container {existing.name} ({existing.id:.12}) of this deployment belongs to "
+                f"container {existing.name} ({existing.id:.12}) of this instance belongs to "
                 f"LMStack cluster {other}, not to this controller's cluster {spec.cluster_id}; "
                 "left running"
             )
-        adopted = (
-            existing is not None
-            and existing.status == "running"
-            and existing.labels.get(LABEL_SPEC_HASH) == plan.labels[LABEL_SPEC_HASH]
-        )
-        http_timeout = aiohttp.ClientTimeout(total=HEALTH_REQUEST_TIMEOUT)
-        async with aiohttp.ClientSession(timeout=http_timeout) as http:
+        adopted = existing is not None and existing.status == "running" and _runs(existing, spec)
+        async with http_session() as http:
             if existing is not None and adopted:
                 container_id = str(existing.id)
-                log.info("deployment %s: container %.12s runs this spec", spec.name, container_id)
-                if not await _healthy(http, url):
-                    await report(self._update(spec, STARTING, container_id, "engine starting"))
+                # The container counted restarts before this agent did (an agent restart).
+                spec = dataclasses.replace(spec, restarts=max(spec.restarts, restarts_of(existing)))
+                log.info("instance %s: %.12s runs this spec", spec.instance, container_id)
+                if not await healthy(http, url):
+                    starting = await self._update(spec, STARTING, container_id, "engine starting")
+                    await report(starting)
             else:
                 if existing is not None:
                     # Another spec, or not running: replace it (restart policy is ours).
                     log.info(
-                        "deployment %s: replacing container %.12s (%s)",
-                        spec.name,
+                        "instance %s: replacing container %.12s (%s)",
+                        spec.instance,
                         existing.id,
                         existing.status,
                     )
@@ -158,30 +169,35 @@ class Deployer:
                 container_id = await self._names.run(plan.name, lambda: self._client.call(
                     self._clear_and_create, plan, spec.cluster_id
                 ))  # fmt: skip
-                await report(self._update(spec, STARTING, container_id, "engine starting"))
+                await report(await self._update(spec, STARTING, container_id, "engine starting"))
             try:
                 await self._wait_ready(http, container_id, url, timeout)
                 if plan.model_pull is not None:
-                    await report(
-                        self._update(spec, STARTING, container_id, f"pulling model {spec.model}")
-                    )
+                    pulling = f"pulling model {spec.model}"
+                    await report(await self._update(spec, STARTING, container_id, pulling))
                     await _pull_model(http, plan, self._health_host, timeout)
             except Exception:
                 # A failed start leaves nothing behind; the report carries the reason.
                 await self._remove_quietly(container_id)
                 raise
         log.info(
-            "deployment %s running in %.12s on port %d", spec.name, container_id, plan.host_port
-        )
-        await report(self._update(spec, RUNNING, container_id, ""))
+            "instance %s of %s running in %.12s on port %d",
+            spec.instance, spec.name, container_id, plan.host_port,
+        )  # fmt: skip
+        await report(await self._update(spec, RUNNING, container_id, ""))
 
-    @staticmethod
-    def _update(
-        spec: DeploySpec, status: DeploymentStatus, container_id: str, message: str
+    async def _update(
+        self, spec: DeploySpec, status: DeploymentStatus, container_id: str, message: str
     ) -> StatusUpdate:
-        return StatusUpdate(
-            spec.deployment_id, status, message, container_id=container_id, port=spec.host_port
-        )
+        """A report of the container: its ``started_at`` read from the engine."""
+        started = await self._client.call(self._started_at, container_id)
+        return spec.status_update(status, message, container_id=container_id, started_at=started)
+
+    def _started_at(self, container_id: str) -> str:
+        try:
+            return started_at(self._client.sdk().containers.get(container_id))
+        except docker.errors.NotFound:
+            return ""
 
     def _clear(self, existing: Container | None, plan: ContainerPlan, cluster_id: str) -> None:
         """Remove the deployment's old container and free its name. Runs in a
@@ -207,8 +223,8 @@ class Deployer:
                 f"a container named {plan.name} exists and is not managed by LMStack; "
                 "rename or remove it"
             )
-        if holder.labels.get(LABEL_DEPLOYMENT_ID) == plan.labels[LABEL_DEPLOYMENT_ID]:
-            remove(holder)  # this deployment's own, found by name
+        if instance_of(holder) == plan.labels[LABEL_INSTANCE_ID]:
+            remove(holder)  # this instance's own, found by name
             return
         label = holder.labels.get(LABEL_CLUSTER_ID, "")
         if cluster_id and label != cluster_id:
@@ -218,8 +234,8 @@ class Deployer:
                 f"(deployment {holder.labels.get(LABEL_DEPLOYMENT_ID, '?')}), not of this "
                 "controller's cluster; it is left running: remove it or rename the deployment"
             )
-        # Ours, of a deployment that no longer exists under this name (names are unique
-        # per controller): an orphan the controller would remove anyway.
+        # Ours, of an instance that no longer exists under this name (names are unique
+        # per instance of a controller): an orphan the controller would remove anyway.
         log.warning("removing orphaned LMStack container %s (%.12s)", plan.name, holder.id)
         remove(holder)
 
@@ -247,7 +263,7 @@ class Deployer:
             ipc_mode="host",
             volumes={str(plan.hf_cache_dir): {"bind": plan.hf_cache_target, "mode": "rw"}},
             # No restart_policy: Docker's default "no" is wanted; restarts are the
-            # controller's decision, made with the error report in hand.
+            # agent's supervisor's, made under the instance's policy with back-off.
         )
         try:
             container.start()
@@ -276,7 +292,7 @@ class Deployer:
                     f"last log lines:\n{tail}",
                     exit_code=exit_code,
                 )
-            if await _healthy(http, url):
+            if await healthy(http, url):
                 return
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -338,13 +354,13 @@ async def _pull_model(
         raise DeployFailed(f"pulling the model failed: HTTP {response.status}: {text[:500]}")
 
 
-async def _healthy(http: aiohttp.ClientSession, url: str) -> bool:
-    try:
-        async with http.get(url) as response:
-            return response.status == 200
-    except (aiohttp.ClientError, TimeoutError):
-        # Not listening yet, or the port proxy dropped the connection: not ready.
-        return False
+def _runs(container: Container, spec: DeploySpec) -> bool:
+    """Whether ``container`` was made from ``spec`` (its spec hash label says so)."""
+    label = container.labels.get(LABEL_SPEC_HASH)
+    if label == spec_hash(spec):
+        return True
+    # Made before instances: that agent's hash covered the admission keys too.
+    return LABEL_INSTANCE_ID not in container.labels and label == legacy_spec_hash(spec)
 
 
 def _start_failure(plan: ContainerPlan, explanation: str) -> str:

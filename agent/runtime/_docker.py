@@ -10,6 +10,11 @@ Guarantees:
   message (exit code and last log lines when the engine exited). A failed ``deploy``
   leaves no container behind (``agent.runtime._deploys``).
 * ``info`` never raises; it says why the engine is unavailable.
+* Everything is keyed by instance id: the instance's container is found by its
+  labels (``agent.runtime._containers.find``), never by its name.
+* ``probe`` reads the container's state and, when it runs, asks its health
+  endpoint once (the backend's path, on the port of its ``lmstack.host_port``
+  label); no container is ``Probe(state="")``.
 * ``stop`` with a cluster id refuses a container labelled with another cluster
   (reported as ``error``, left running); stopping and removing a container holds its
   name's lock, so a deploy of that name creates only once the name is free.
@@ -17,39 +22,57 @@ Guarantees:
   (``agent.runtime._bridge``): bounded read-ahead, and leaving the iterator closes the
   stream's socket and ends the reader thread.
 
-The session must not run ``deploy`` and ``stop`` of one deployment concurrently (it cancels
-an in-flight deploy before stopping); different deployments may run in parallel.
+The session must not run ``deploy`` and ``stop`` of one instance concurrently (it cancels
+the instance's supervisor before stopping); different instances may run in parallel.
 """
 
 from __future__ import annotations
 
 import codecs
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import docker.errors
 from docker.models.containers import Container
 
+from agent.backends import get_backend
 from agent.runtime._bridge import iterate_in_thread
 from agent.runtime._client import EngineClient
-from agent.runtime._containers import container_state, find, foreign, managed, tail
+from agent.runtime._containers import (
+    container_state,
+    find,
+    foreign,
+    instance_of,
+    managed,
+    restarts_of,
+    started_at,
+    tail,
+)
 from agent.runtime._containers import remove as remove_container
 from agent.runtime._deploys import Deployer
 from agent.runtime._errors import translated
+from agent.runtime._health import health_url, healthy, http_session
 from agent.runtime._names import NameLocks
 from agent.types import (
     ERROR,
+    LABEL_BACKEND,
+    LABEL_DEPLOYMENT_ID,
+    LABEL_HOST_PORT,
     STOPPED,
     STOPPING,
     ContainerState,
     DeploySpec,
+    Probe,
     Reporter,
     RuntimeInfo,
     StatusUpdate,
 )
-from shared.errors import ContainerError, LMStackError
+from shared.errors import ConfigError, ContainerError, LMStackError
+from shared.status import DeploymentStatus
 
 log = logging.getLogger("lmstack.agent.runtime")
 
@@ -75,6 +98,7 @@ class DockerRuntime:
     ) -> None:
         self._client = EngineClient(docker_host, docker_timeout)
         self._stop_timeout = stop_timeout
+        self._health_host = health_host
         self._names = NameLocks()
         self._deployer = Deployer(
             self._client,
@@ -111,15 +135,15 @@ class DockerRuntime:
 
         return await self._client.call(listing)
 
-    async def logs(self, deployment_id: str, lines: int) -> str:
-        """Raises ``ContainerError`` when the deployment has no container here."""
-        container = await self._container(deployment_id)
+    async def logs(self, instance_id: str, lines: int) -> str:
+        """Raises ``ContainerError`` when the instance has no container here."""
+        container = await self._container(instance_id)
         return await self._client.call(tail, container, lines if lines > 0 else None)
 
-    async def follow_logs(self, deployment_id: str, tail: int) -> AsyncIterator[str]:
+    async def follow_logs(self, instance_id: str, tail: int) -> AsyncIterator[str]:
         """Docker's ``logs(follow=True)``, read through the thread bridge. Closing the
         generator shuts the log stream's socket, which ends the reader thread."""
-        container = await self._container(deployment_id)
+        container = await self._container(instance_id)
         stream: Iterable[bytes] = await self._client.call(
             container.logs, stdout=True, stderr=True, stream=True, follow=True, tail=tail
         )
@@ -131,10 +155,29 @@ class DockerRuntime:
                     if text := decoder.decode(chunk):
                         yield text
 
-    async def _container(self, deployment_id: str) -> Container:
-        container = await self._client.call(find, self._client, deployment_id)
+    async def probe(self, instance_id: str) -> Probe:
+        container = await self._client.call(find, self._client, instance_id)
         if container is None:
-            raise ContainerError(f"no container for deployment {deployment_id}")
+            return Probe(state="")
+        state = container.attrs.get("State", {})
+        probe = Probe(
+            state=str(state.get("Status", container.status)),
+            container_id=str(container.id),
+            exit_code=int(state.get("ExitCode", 0)),
+            oom=bool(state.get("OOMKilled")),
+        )
+        if probe.state != "running":
+            return probe
+        url = _health_url_of(container, self._health_host)
+        if url is None:
+            return probe
+        async with http_session() as http:
+            return dataclasses.replace(probe, healthy=await healthy(http, url))
+
+    async def _container(self, instance_id: str) -> Container:
+        container = await self._client.call(find, self._client, instance_id)
+        if container is None:
+            raise ContainerError(f"no container for instance {instance_id}")
         return container
 
     # -- commands ----------------------------------------------------------------------
@@ -143,13 +186,14 @@ class DockerRuntime:
         await self._deployer.deploy(spec, report)
 
     async def stop(
-        self, deployment_id: str, remove: bool, report: Reporter, cluster_id: str = ""
+        self, instance_id: str, remove: bool, report: Reporter, cluster_id: str = ""
     ) -> None:
         try:
-            container = await self._client.call(find, self._client, deployment_id)
+            container = await self._client.call(find, self._client, instance_id)
             if container is None:
-                await report(StatusUpdate(deployment_id, STOPPED, "no container"))
+                await report(StatusUpdate(instance_id, STOPPED, "no container"))
                 return
+            update = _reporting(container)
             container_id = str(container.id)
             other = foreign(container, cluster_id)
             if other is not None:
@@ -158,35 +202,25 @@ class DockerRuntime:
                     container.name, container_id, other, cluster_id,
                 )  # fmt: skip
                 await report(
-                    StatusUpdate(
-                        deployment_id,
+                    update(
                         ERROR,
                         f"refused: container {container.name} belongs to LMStack cluster "
                         f"{other}, not to this controller's cluster {cluster_id}; left running",
-                        container_id=container_id,
                     )
                 )
                 return
-            await report(StatusUpdate(deployment_id, STOPPING, container_id=container_id))
+            await report(update(STOPPING))
             # Under the name's lock: a deploy of the same name waits until it is free.
             exit_code = await self._names.run(
                 str(container.name),
                 lambda: self._client.call(self._stop_container, container, remove),
             )
         except LMStackError as exc:
-            log.warning("stopping deployment %s failed: %s", deployment_id, exc)
-            await report(StatusUpdate(deployment_id, ERROR, f"stopping failed: {exc}"))
+            log.warning("stopping instance %s failed: %s", instance_id, exc)
+            await report(StatusUpdate(instance_id, ERROR, f"stopping failed: {exc}"))
             return
-        log.info("deployment %s stopped (container %.12s)", deployment_id, container_id)
-        await report(
-            StatusUpdate(
-                deployment_id,
-                STOPPED,
-                "removed" if remove else "",
-                container_id=container_id,
-                exit_code=exit_code,
-            )
-        )
+        log.info("instance %s stopped (container %.12s)", instance_id, container_id)
+        await report(update(STOPPED, "removed" if remove else "", exit_code=exit_code))
 
     def _stop_container(self, container: Container, remove: bool) -> int | None:
         """Stop, optionally remove; the exit code, ``None`` when already gone."""
@@ -199,6 +233,43 @@ class DockerRuntime:
         if remove:
             remove_container(container)
         return exit_code
+
+
+def _reporting(container: Container) -> Callable[..., StatusUpdate]:
+    """Reports about ``container``: its instance, deployment, port and restarts."""
+    labels = container.labels
+
+    def update(status: DeploymentStatus, message: str = "", **fields: Any) -> StatusUpdate:
+        return StatusUpdate(
+            instance_of(container),
+            status,
+            message,
+            container_id=str(container.id),
+            port=_port(container),
+            deployment_id=str(labels.get(LABEL_DEPLOYMENT_ID, "")),
+            restarts=restarts_of(container),
+            started_at=started_at(container),
+            **fields,
+        )
+
+    return update
+
+
+def _port(container: Container) -> int:
+    try:
+        return int(container.labels.get(LABEL_HOST_PORT, "0"))
+    except ValueError:
+        return 0
+
+
+def _health_url_of(container: Container, host: str) -> str | None:
+    """Its backend's health endpoint on its host port; ``None`` when unknown."""
+    try:
+        backend = get_backend(str(container.labels.get(LABEL_BACKEND, "")))
+    except ConfigError:
+        return None
+    port = _port(container)
+    return health_url(host, port, backend.health_path) if port else None
 
 
 def _closer(stream: object) -> Callable[[], None] | None:

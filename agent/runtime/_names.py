@@ -1,7 +1,8 @@
 """Name-keyed serialisation: one container name, one Docker operation at a time.
 
-Docker container names are unique per engine, and two deployments can want one
-name (``lmstack-<name>``): a deleted deployment's orphan and a new deployment of
+Docker container names are unique per engine, and two instances can want one
+name (``lmstack-<deployment name>-<short instance id>``, or ``lmstack-<name>`` for
+a container made before instances): a deleted instance's orphan and a new one of
 the same name, handled on two session lanes at once. Removing the one and
 creating the other must not overlap, or the create meets the name still held
 (``Conflict. The container name "/lmstack-…" is already in use``).

@@ -22,7 +22,7 @@ from docker.utils import parse_repository_tag
 from agent.runtime._bridge import iterate_in_thread
 from agent.runtime._client import EngineClient
 from agent.runtime._errors import DeployFailed, explain, translated
-from agent.types import DOWNLOADING, DeploySpec, Reporter, StatusUpdate
+from agent.types import DOWNLOADING, DeploySpec, Reporter
 
 log = logging.getLogger("lmstack.agent.runtime")
 
@@ -90,7 +90,7 @@ async def ensure_image(
     if await client.call(present):
         return
     progress = PullProgress(image)
-    await report(StatusUpdate(spec.deployment_id, DOWNLOADING, progress.message()))
+    await report(spec.status_update(DOWNLOADING, progress.message()))
     await _pull(client, spec, image, progress, report)
 
 
@@ -119,7 +119,7 @@ async def _pull(
                     if now - last_report >= PROGRESS_REPORT_INTERVAL:
                         last_report = now
                         message = progress.message()
-                        await report(StatusUpdate(spec.deployment_id, DOWNLOADING, message))
+                        await report(spec.status_update(DOWNLOADING, message))
         except docker.errors.APIError as exc:
             raise DeployFailed(f"pulling image {image} failed: {explain(exc)}") from exc
     log.info("pulled image %s", image)

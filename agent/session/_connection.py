@@ -1,36 +1,49 @@
-"""One live stream after Welcome: command dispatch, per-deployment lanes, heartbeats.
+"""One live stream after Welcome: command dispatch, per-instance lanes, heartbeats.
 
 Guarantees:
 
-* **Per-deployment order.** Deploy and Stop commands for one deployment run
-  one after another, in arrival order, on that deployment's lane; different
-  deployments run concurrently. FetchLogs, ListContainers and FollowLogs never
-  wait behind a lane.
-* **A Stop supersedes Deploys.** It drops the deployment's queued Deploys and
-  cancels the one in flight, so it never waits on an engine that will not
-  become healthy.
-* **Every runtime status is reported** as a DeploymentStatus, and a container
-  that exits on its own (seen on a heartbeat) is reported as ``error`` with its
-  exit code and last log lines, unless it belongs to another cluster.
+* **Keyed by instance.** Every command is about one instance: its
+  ``instance_id``, or, when that is empty (a controller of protocol 1), its
+  ``deployment_id``. Every report carries both ids.
+* **Per-instance order.** Deploy and Stop commands for one instance run one
+  after another, in arrival order, on that instance's lane; different instances
+  run concurrently. FetchLogs, ListContainers and FollowLogs never wait behind a
+  lane.
+* **Deploys are supervised.** A Deploy hands the spec to the session's
+  ``Supervisors`` (``agent.supervisor``), which restart the engine under its
+  restart policy; the lane waits only for the attempt's outcome (``running`` or
+  ``error``), and the supervisor lives on when this connection ends. A heartbeat
+  that lists a supervised engine's container stopped nudges its supervisor, so an
+  exit is noticed within a heartbeat, not only at the next health check.
+* **A Stop supersedes Deploys.** It drops the instance's queued Deploys and
+  cancels its supervisor at once (a deploy in flight, a watch, or a pending
+  restart), so it never waits on an engine that will not become healthy and no
+  restart follows it.
+* **Every runtime status is reported** as a DeploymentStatus. A container that
+  exits on its own with no supervisor (one this agent process never deployed) is
+  reported, once seen on a heartbeat, as a final ``error`` with its exit code and
+  last log lines, unless it belongs to another cluster.
+* **Heartbeats** list every managed container, with the restarts the
+  supervisors counted where those exceed the container's label.
 * **Ownership.** Every Deploy runs with the cluster id of the controller's
   Welcome (its container is labelled with it), and every Stop with it too, so
   the runtime refuses to stop another cluster's container. Commands for one
-  container *name* but different deployments (an orphan's removal, a new
-  deployment of that name) may run on two lanes at once; the runtime orders
-  what they do to the name (``agent.runtime._names``).
+  container *name* but different instances may run on two lanes at once; the
+  runtime orders what they do to the name (``agent.runtime._names``).
 
-Concurrency model: one asyncio loop. Every piece of background work (the
-heartbeat loop, lanes, request handlers, log follows, exit reports) is a task of
-the ``asyncio.TaskGroup`` the session hands in, so when the stream breaks,
-``read_commands`` raises, the group cancels all of it (in-flight deploys too: the
-controller re-sends them after the next Hello, commands being level-triggered)
-and the session awaits it before the next attempt. Every producer only enqueues
-on the ``Outbox``. Blocking calls (NVML) go through ``asyncio.to_thread``.
+Concurrency model: one asyncio loop. Every piece of background work of the
+connection (the heartbeat loop, lanes, request handlers, log follows, exit
+reports) is a task of the ``asyncio.TaskGroup`` the session hands in, so when the
+stream breaks, ``read_commands`` raises, the group cancels all of it and the
+session awaits it before the next attempt. Supervisors are not the connection's:
+they belong to the session and keep working. Every producer only enqueues on the
+``Outbox``. Blocking calls (NVML) go through ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections import deque
 from collections.abc import Coroutine
@@ -44,13 +57,15 @@ from agent.session._errors import ConnectionLost
 from agent.session._exits import ExitWatcher
 from agent.session._outbox import Outbox
 from agent.session._wire import (
+    command_instance,
     connection_error,
     container_info,
     deploy_spec,
     deployment_status,
     gpu_stats,
 )
-from agent.types import ERROR, ContainerState, Runtime, StatusUpdate
+from agent.supervisor import Supervisors
+from agent.types import ERROR, RUNNING, ContainerState, Reporter, Runtime, StatusUpdate
 from shared.errors import LMStackError
 from shared.proto.lmstack.v1 import agent_pb2
 
@@ -76,6 +91,7 @@ class Connection:
         gpus: GpuReader,
         watcher: ExitWatcher,
         *,
+        supervisors: Supervisors,
         cluster_id: str = "",
     ) -> None:
         self._tasks = tasks
@@ -84,10 +100,9 @@ class Connection:
         self._runtime = runtime
         self._gpus = gpus
         self._watcher = watcher
+        self._supervisors = supervisors
+        # Commands waiting per instance id; a lane task drains each.
         self._lanes: dict[str, deque[_Command]] = {}
-        # Deploys in progress, so a Stop can cut short one that waits on a slow
-        # (or never) healthy engine instead of queueing behind it.
-        self._deploying: dict[str, asyncio.Task[None]] = {}
         self._last_containers: list[ContainerState] = []
         self._listing_failed = False
         # Log follows in progress, by the request id of their FollowLogs.
@@ -129,68 +144,69 @@ class Connection:
             logger.warning("ignoring unexpected controller message %r", kind)
 
     def _enqueue(self, command: _Command) -> None:
+        instance_id = command_instance(command)
         if isinstance(command, agent_pb2.Stop):
-            self._supersede(command.deployment_id)
-        lane = self._lanes.get(command.deployment_id)
+            self._supersede(instance_id)
+        lane = self._lanes.get(instance_id)
         if lane is None:
-            lane = self._lanes[command.deployment_id] = deque()
-            self._spawn(self._drain(command.deployment_id, lane), f"lane-{command.deployment_id}")
+            lane = self._lanes[instance_id] = deque()
+            self._spawn(self._drain(instance_id, lane), f"lane-{instance_id}")
         lane.append(command)
 
-    def _supersede(self, deployment_id: str) -> None:
-        """A Stop makes queued and running Deploys of that deployment moot."""
-        lane = self._lanes.get(deployment_id)
+    def _supersede(self, instance_id: str) -> None:
+        """A Stop makes queued Deploys, a deploy in flight and a pending restart of
+        that instance moot."""
+        lane = self._lanes.get(instance_id)
         if lane is not None:
             kept = [c for c in lane if not isinstance(c, agent_pb2.Deploy)]
             lane.clear()
             lane.extend(kept)
-        deploying = self._deploying.get(deployment_id)
-        if deploying is not None:
-            logger.info("deployment %s: stop requested, cancelling its deploy", deployment_id)
-            deploying.cancel()
+        if self._supervisors.supervised(instance_id):
+            logger.info("instance %s: stop requested, cancelling its supervisor", instance_id)
+            self._supervisors.cancel(instance_id)
 
-    async def _deploy(self, command: agent_pb2.Deploy) -> None:
-        spec = deploy_spec(command, self._cluster_id)
-        deploying = asyncio.ensure_future(self._runtime.deploy(spec, self._report))
-        self._deploying[command.deployment_id] = deploying
-        try:
-            await deploying
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise  # the connection is going away, not just this deploy
-        finally:
-            self._deploying.pop(command.deployment_id, None)
-
-    async def _drain(self, deployment_id: str, lane: deque[_Command]) -> None:
+    async def _drain(self, instance_id: str, lane: deque[_Command]) -> None:
         try:
             while lane:
                 await self._execute(lane.popleft())
         finally:
             # No await between the empty check and this: ``_enqueue`` either
             # appended in time or will start a new lane.
-            del self._lanes[deployment_id]
+            del self._lanes[instance_id]
 
     async def _execute(self, command: _Command) -> None:
-        deployment_id = command.deployment_id
-        self._watcher.begin(deployment_id)
+        instance_id = command_instance(command)
+        report = self._reporter(command.deployment_id or instance_id)
+        self._watcher.begin(instance_id)
         try:
             if isinstance(command, agent_pb2.Deploy):
-                await self._deploy(command)
+                await self._supervisors.deploy(deploy_spec(command, self._cluster_id))
             else:
+                await self._supervisors.forget(instance_id)
                 await self._runtime.stop(
-                    deployment_id, command.remove, self._report, cluster_id=self._cluster_id
+                    instance_id, command.remove, report, cluster_id=self._cluster_id
                 )
         except LMStackError as exc:
-            logger.warning("deployment %s: %s", deployment_id, exc)
-            await self._report(StatusUpdate(deployment_id, ERROR, str(exc)))
+            logger.warning("instance %s: %s", instance_id, exc)
+            await report(StatusUpdate(instance_id, ERROR, str(exc), final=True))
         except Exception as exc:
-            logger.exception("deployment %s: runtime failed", deployment_id)
-            await self._report(StatusUpdate(deployment_id, ERROR, f"agent error: {exc!r}"))
+            logger.exception("instance %s: runtime failed", instance_id)
+            await report(StatusUpdate(instance_id, ERROR, f"agent error: {exc!r}", final=True))
         finally:
-            self._watcher.end(deployment_id)
+            self._watcher.end(instance_id)
 
-    async def _report(self, update: StatusUpdate) -> None:
+    def _reporter(self, deployment_id: str) -> Reporter:
+        """``report`` for a command's reports: its deployment id where one lacks it."""
+
+        async def report(update: StatusUpdate) -> None:
+            if not update.deployment_id:
+                update = dataclasses.replace(update, deployment_id=deployment_id)
+            await self.report(update)
+
+        return report
+
+    async def report(self, update: StatusUpdate) -> None:
+        """Send one status report (the supervisors' and the lanes' way out)."""
         self._watcher.reported(update)
         self._outbox.send(agent_pb2.AgentMessage(deployment_status=deployment_status(update)))
 
@@ -198,7 +214,7 @@ class Connection:
         result = agent_pb2.LogsResult(request_id=request.request_id)
         try:
             result.logs = await self._runtime.logs(
-                request.deployment_id, request.lines or DEFAULT_LOG_LINES
+                command_instance(request), request.lines or DEFAULT_LOG_LINES
             )
         except Exception as exc:
             result.error = str(exc) or type(exc).__name__
@@ -224,7 +240,7 @@ class Connection:
 
         error = ""
         try:
-            async for data in self._runtime.follow_logs(request.deployment_id, request.tail):
+            async for data in self._runtime.follow_logs(command_instance(request), request.tail):
                 chunk(data=data)
         except asyncio.CancelledError:
             if request.request_id not in self._stopped_follows:
@@ -239,9 +255,8 @@ class Connection:
     async def _answer_containers(self, request: agent_pb2.ListContainers) -> None:
         reply = agent_pb2.Containers(request_id=request.request_id)
         try:
-            reply.containers.extend(
-                container_info(c) for c in await self._runtime.list_containers()
-            )
+            listed = self._supervisors.overlay(await self._runtime.list_containers())
+            reply.containers.extend(container_info(c) for c in listed)
         except Exception as exc:
             reply.error = str(exc) or type(exc).__name__
         self._outbox.send(agent_pb2.AgentMessage(containers=reply))
@@ -256,9 +271,15 @@ class Connection:
     async def _heartbeat(self) -> None:
         token = self._watcher.token()
         stats = await self._gpu_stats()
-        containers = await self._containers()
-        for container in self._watcher.observe(self._own(containers), token):
-            self._spawn(self._report_exit(container), f"exit-{container.deployment_id}")
+        containers = self._supervisors.overlay(await self._containers())
+        unsupervised = []
+        for container in self._own(containers):
+            if not self._supervisors.supervised(container.instance_id):
+                unsupervised.append(container)
+            elif container.state != RUNNING:
+                self._supervisors.nudge(container.instance_id)
+        for container in self._watcher.observe(unsupervised, token):
+            self._spawn(self._report_exit(container), f"exit-{container.instance_id}")
         heartbeat = agent_pb2.Heartbeat(
             gpus=[gpu_stats(gpu) for gpu in stats],
             containers=[container_info(c) for c in containers],
@@ -296,26 +317,31 @@ class Connection:
         return self._last_containers
 
     async def _report_exit(self, container: ContainerState) -> None:
+        """An unsupervised engine's exit: nothing here will restart it."""
         message = f"container exited with code {container.exit_code}"
-        tail = await self._log_tail(container.deployment_id)
+        tail = await self._log_tail(container.instance_id)
         if tail:
             message += f"; last log lines:\n{tail}"
-        logger.warning("deployment %s: %s", container.deployment_id, message)
+        logger.warning("instance %s: %s", container.instance_id, message)
         update = StatusUpdate(
-            deployment_id=container.deployment_id,
-            status=ERROR,
-            message=message,
+            container.instance_id,
+            ERROR,
+            message,
             container_id=container.container_id,
             port=container.host_port,
             exit_code=container.exit_code,
+            deployment_id=container.deployment_id,
+            restarts=container.restarts,
+            started_at=container.started_at,
+            final=True,
         )
-        await self._report(update)
+        await self.report(update)
 
-    async def _log_tail(self, deployment_id: str) -> str:
+    async def _log_tail(self, instance_id: str) -> str:
         try:
-            return await self._runtime.logs(deployment_id, EXIT_LOG_LINES)
+            return await self._runtime.logs(instance_id, EXIT_LOG_LINES)
         except Exception as exc:
-            logger.debug("no logs for exited deployment %s: %s", deployment_id, exc)
+            logger.debug("no logs for exited instance %s: %s", instance_id, exc)
             return ""
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:

@@ -6,9 +6,10 @@ controller for as long as the agent lives.
 Guarantees:
 
 * **Hello first.** Every connection starts with a Hello that lists the GPUs,
-  the host, the persisted worker id, the declared engine port range and every
-  container the runtime manages (with its cluster label), so the controller can
-  diff desired against actual state after any restart.
+  the host, the persisted worker id, the declared engine port range, the
+  worker's labels (``--label``) and every container the runtime manages (with
+  its cluster label, instance id and restarts), so the controller can diff
+  desired against actual state after any restart.
 * **Identity survives restarts.** The worker id from Welcome is persisted
   (``agent.session._identity``) and sent in the next Hello. The Welcome's
   cluster id is the cluster this connection's containers belong to.
@@ -20,15 +21,24 @@ Guarantees:
   session: ``AuthenticationFailed`` (``UNAUTHENTICATED``) or
   ``ProtocolVersionRejected`` (``FAILED_PRECONDITION``) is raised from
   ``run()`` after one attempt, never retried hot.
-* **Shutdown leaves engines alone.** Cancelling ``run()`` closes the channel
-  and nothing else: engine containers keep serving while the agent is away.
+* **Restarts need no controller.** ``run()`` owns the ``Supervisors``
+  (``agent.supervisor``) for as long as it runs, across connections: an engine
+  that exits or fails its health checks is restarted under its restart policy
+  while the controller is unreachable too. Reports made while no stream is up
+  are dropped; the next Hello and the Deploys that follow it tell the
+  controller where each instance stands.
+* **Shutdown leaves engines alone.** Cancelling ``run()`` cancels the
+  supervisors (a pending restart is not made), closes the channel and nothing
+  else: engine containers keep serving while the agent is away.
 
 Concurrency model: one asyncio loop, one connection at a time. Per connection,
 an ``Outbox`` is the only writer of the request stream, and all background work
 of the connection lives in one ``asyncio.TaskGroup`` that is awaited before the
-next attempt (see ``agent.session._connection``). Blocking calls (NVML, ``/proc``,
-DNS) go through ``asyncio.to_thread``. The sleep used between attempts and the
-random source of the jitter are injected so tests are deterministic.
+next attempt (see ``agent.session._connection``); the supervisors are tasks of
+the session's own ``Supervisors`` context, which ``run()`` leaves last. Blocking
+calls (NVML, ``/proc``, DNS) go through ``asyncio.to_thread``. The sleep used
+between attempts and the random source of the jitter are injected so tests are
+deterministic.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ import grpc
 import grpc.aio
 
 from agent.gpu import GpuReader
+from agent.restarts import RestartTimings
 from agent.session._backoff import Backoff
 from agent.session._channel import ChannelFactory
 from agent.session._connection import Call, Connection
@@ -50,6 +61,7 @@ from agent.session._exits import ExitWatcher
 from agent.session._identity import WorkerIdFile
 from agent.session._outbox import Outbox
 from agent.session._wire import connection_error, container_info, gpu_device, heartbeat_interval
+from agent.supervisor import Supervisors
 from agent.sysinfo import host_info, primary_ip
 from agent.types import ContainerState, Runtime, RuntimeInfo
 from shared import PROTOCOL_VERSION, __version__
@@ -86,6 +98,12 @@ class AgentSession:
         self._watcher = ExitWatcher()
         self._identity = WorkerIdFile(settings.state_dir)
         self._worker_id = self._identity.read()
+        self._timings = RestartTimings(
+            backoff_initial=settings.restart_backoff_initial,
+            backoff_max=settings.restart_backoff_max,
+            reset_after=settings.restart_reset_after,
+            health_check_interval=settings.health_check_interval,
+        )
 
     @property
     def worker_id(self) -> str:
@@ -94,9 +112,13 @@ class AgentSession:
 
     async def run(self) -> None:
         """Stay connected until cancelled. Raises ``SessionRejected`` on refusal."""
+        async with Supervisors(self._runtime, self._timings) as supervisors:
+            await self._reconnect_forever(supervisors)
+
+    async def _reconnect_forever(self, supervisors: Supervisors) -> None:
         while True:
             try:
-                await self._connect_once()
+                await self._connect_once(supervisors)
             except SessionRejected as exc:
                 logger.error("controller %s refused this agent: %s", self._settings.controller, exc)
                 raise
@@ -109,8 +131,8 @@ class AgentSession:
             logger.info("reconnecting to %s in %.2fs", self._settings.controller, delay)
             await self._sleep(delay)
 
-    async def _connect_once(self) -> None:
-        hello = await self._hello()
+    async def _connect_once(self, supervisors: Supervisors) -> None:
+        hello = await self._hello(supervisors)
         outbox = Outbox()
         outbox.send(agent_pb2.AgentMessage(hello=hello))
         channel = self._channels.open()
@@ -121,23 +143,41 @@ class AgentSession:
             welcome = await self._await_welcome(call)
             self._accept(welcome)
             interval = heartbeat_interval(welcome, self._settings.heartbeat_interval)
-            await self._serve(call, outbox, interval, welcome.cluster_id)
+            await self._serve(call, outbox, interval, welcome.cluster_id, supervisors)
         finally:
             outbox.close()
             if call is not None:
                 call.cancel()
             await channel.close()
 
-    async def _serve(self, call: Call, outbox: Outbox, interval: float, cluster_id: str) -> None:
+    async def _serve(
+        self,
+        call: Call,
+        outbox: Outbox,
+        interval: float,
+        cluster_id: str,
+        supervisors: Supervisors,
+    ) -> None:
+        connection: Connection | None = None
         try:
             async with asyncio.TaskGroup() as tasks:
                 connection = Connection(
-                    tasks, outbox, self._runtime, self._gpus, self._watcher, cluster_id=cluster_id
+                    tasks,
+                    outbox,
+                    self._runtime,
+                    self._gpus,
+                    self._watcher,
+                    supervisors=supervisors,
+                    cluster_id=cluster_id,
                 )
+                supervisors.attach(connection.report)
                 tasks.create_task(connection.heartbeats(interval), name="lmstack-heartbeat")
                 await connection.read_commands(call, self._settings.controller)
         except BaseExceptionGroup as group:
             raise end_reason(group) from None
+        finally:
+            if connection is not None:
+                supervisors.detach(connection.report)
 
     async def _await_welcome(self, call: Call) -> agent_pb2.Welcome:
         try:
@@ -166,9 +206,10 @@ class AgentSession:
             self._identity.write(self._worker_id)
         logger.info("joined controller %s as worker %s", self._settings.controller, self._worker_id)
 
-    async def _hello(self) -> agent_pb2.Hello:
+    async def _hello(self, supervisors: Supervisors) -> agent_pb2.Hello:
         info = await _runtime_info(self._runtime)
         containers = await _list_containers(self._runtime) if info.available else []
+        containers = supervisors.overlay(containers)
         devices = await asyncio.to_thread(self._gpus.devices)
         host = await asyncio.to_thread(host_info)
         ports = self._settings.engine_ports()
@@ -194,6 +235,7 @@ class AgentSession:
             gpus_simulated=self._gpus.simulated,
             engine_port_min=ports[0] if ports else 0,
             engine_port_max=ports[1] if ports else 0,
+            labels=self._settings.labels,
         )
 
 

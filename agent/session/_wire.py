@@ -2,6 +2,8 @@
 
 Pure functions, no I/O: a gRPC status becomes a refusal or a lost connection, a
 ``Deploy`` becomes a ``DeploySpec``, and the agent's records become messages.
+A command's instance is its ``instance_id``, or its ``deployment_id`` when that is
+empty (a controller of protocol 1: the deployment was its one instance).
 """
 
 from __future__ import annotations
@@ -36,6 +38,13 @@ def connection_error(error: grpc.aio.AioRpcError, controller: str) -> Exception:
     return ConnectionLost(f"{code.name}: {details}")
 
 
+def command_instance(
+    command: agent_pb2.Deploy | agent_pb2.Stop | agent_pb2.FetchLogs | agent_pb2.FollowLogs,
+) -> str:
+    """The instance a command is about."""
+    return command.instance_id or command.deployment_id
+
+
 def deploy_spec(command: agent_pb2.Deploy, cluster_id: str = "") -> DeploySpec:
     """The command as a spec, for the cluster ``cluster_id`` (the Welcome's)."""
     try:
@@ -55,18 +64,24 @@ def deploy_spec(command: agent_pb2.Deploy, cluster_id: str = "") -> DeploySpec:
         gpu_indices=tuple(command.gpu_indices),
         env=dict(command.env),
         cluster_id=cluster_id,
+        instance_id=command_instance(command),
+        restarts=command.restarts,
     )
 
 
 def deployment_status(update: StatusUpdate) -> agent_pb2.DeploymentStatus:
     return agent_pb2.DeploymentStatus(
-        deployment_id=update.deployment_id,
+        deployment_id=update.deployment_id or update.instance_id,
+        instance_id=update.instance_id,
         status=update.status,
         message=update.message,
         container_id=update.container_id,
         port=update.port,
         has_exit_code=update.exit_code is not None,
         exit_code=update.exit_code or 0,
+        restarts=update.restarts,
+        started_at=update.started_at,
+        final=update.final,
     )
 
 

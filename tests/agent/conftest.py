@@ -54,6 +54,11 @@ def settings(stub_server: ControllerServer, state_dir: Path) -> AgentSettings:
         state_dir=state_dir,
         heartbeat_interval=0.05,
         reconnect_max_seconds=0.2,
+        # The restart policy in miniature: probes every 20 ms, restarts after 50 ms,
+        # doubling up to 0.4 s (the defaults are 10 s, 10 s, 5 min).
+        health_check_interval=0.02,
+        restart_backoff_initial=0.05,
+        restart_backoff_max=0.4,
     )
 
 

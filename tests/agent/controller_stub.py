@@ -122,6 +122,17 @@ class StubController(agent_pb2_grpc.AgentServiceServicer):
     def status_names(self, deployment_id: str) -> list[str]:
         return [status.status for status in self.statuses(deployment_id)]
 
+    def instance_statuses(self, instance_id: str) -> list[agent_pb2.DeploymentStatus]:
+        return [
+            m.deployment_status
+            for m in self.messages
+            if m.WhichOneof("payload") == "deployment_status"
+            and m.deployment_status.instance_id == instance_id
+        ]
+
+    def instance_status_names(self, instance_id: str) -> list[str]:
+        return [status.status for status in self.instance_statuses(instance_id)]
+
     def logs_result(self, request_id: str) -> agent_pb2.LogsResult | None:
         for message in self.messages:
             kind = message.WhichOneof("payload")
@@ -197,10 +208,15 @@ def deploy_command(
     name: str | None = None,
     config_json: str = '{"max_model_len": 4096}',
     host_port: int = 40001,
+    instance_id: str = "",
+    restarts: int = 0,
 ) -> agent_pb2.ControllerMessage:
+    """A Deploy; without ``instance_id`` as a controller of protocol 1 sent it."""
     return agent_pb2.ControllerMessage(
         deploy=agent_pb2.Deploy(
             deployment_id=deployment_id,
+            instance_id=instance_id,
+            restarts=restarts,
             name=name or f"model-{deployment_id}",
             backend="vllm",
             image="vllm/vllm-openai:latest",
@@ -213,7 +229,9 @@ def deploy_command(
     )
 
 
-def stop_command(deployment_id: str, *, remove: bool = True) -> agent_pb2.ControllerMessage:
+def stop_command(
+    deployment_id: str, *, remove: bool = True, instance_id: str = ""
+) -> agent_pb2.ControllerMessage:
     return agent_pb2.ControllerMessage(
-        stop=agent_pb2.Stop(deployment_id=deployment_id, remove=remove)
+        stop=agent_pb2.Stop(deployment_id=deployment_id, remove=remove, instance_id=instance_id)
     )

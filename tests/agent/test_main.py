@@ -130,3 +130,60 @@ async def test_agent_with_a_bad_engine_port_range_refuses_to_start(
     assert await _exit_code(process) == 2
     log = (tmp_path / "agent.log").read_text()
     assert "engine_port_range" in log and says in log
+
+
+async def test_agent_sends_its_labels_in_hello(
+    stub: StubController, stub_server: ControllerServer, launch: Launch, tmp_path: Path
+) -> None:
+    process = await launch(
+        "--controller", stub_server.address, "--state-dir", str(tmp_path / "state"),
+        "--simulate-gpus", "1x8", "--label", "gpu=a100", "--label", "rack=r7/row-2",
+        LMSTACK_TOKEN=TOKEN, LMSTACK_LABELS="ignored=because-flags-win",
+    )  # fmt: skip
+    await wait_until(lambda: bool(stub.hellos), timeout=15)
+    assert dict(stub.hellos[0].labels) == {"gpu": "a100", "rack": "r7/row-2"}
+    process.send_signal(signal.SIGTERM)
+    assert await _exit_code(process, timeout=5) == 0
+
+
+async def test_agent_reads_labels_from_the_environment(
+    stub: StubController, stub_server: ControllerServer, launch: Launch, tmp_path: Path
+) -> None:
+    process = await launch(
+        "--controller", stub_server.address, "--state-dir", str(tmp_path / "state"),
+        "--simulate-gpus", "1x8",
+        LMSTACK_TOKEN=TOKEN, LMSTACK_LABELS="gpu=h100, zone=eu-west",
+    )  # fmt: skip
+    await wait_until(lambda: bool(stub.hellos), timeout=15)
+    assert dict(stub.hellos[0].labels) == {"gpu": "h100", "zone": "eu-west"}
+    process.send_signal(signal.SIGTERM)
+    assert await _exit_code(process, timeout=5) == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("gpu", "label 'gpu' is not key=value"),
+        ("bad key=1", "label key 'bad key' does not match"),
+        ("-gpu=a100", "label key '-gpu' does not match"),
+        ("gpu=a 100", "label 'gpu': value 'a 100' does not match"),
+        ("gpu=" + "x" * 64, "does not match ^[A-Za-z0-9._/-]{0,63}$"),
+    ],
+)
+async def test_agent_with_a_bad_label_refuses_to_start(
+    launch: Launch, tmp_path: Path, value: str, says: str
+) -> None:
+    process = await launch("--token", TOKEN, "--label", "ok=1", f"--label={value}")
+
+    assert await _exit_code(process) == 2
+    log = (tmp_path / "agent.log").read_text()
+    assert "labels" in log and says in log
+
+
+async def test_agent_with_a_label_given_twice_refuses_to_start(
+    launch: Launch, tmp_path: Path
+) -> None:
+    process = await launch("--token", TOKEN, LMSTACK_LABELS="gpu=a100,gpu=h100")
+
+    assert await _exit_code(process) == 2
+    assert "label 'gpu' is given twice" in (tmp_path / "agent.log").read_text()

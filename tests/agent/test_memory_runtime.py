@@ -47,6 +47,7 @@ async def test_deploy_same_spec_twice_keeps_the_container() -> None:
     await runtime.deploy(_spec(), reports)
 
     assert reports.names == ["pending", "starting", "running", "running"]
+    assert reports.updates[2].started_at.endswith("Z")
     assert reports.updates[2].container_id == reports.updates[3].container_id
     [container] = await runtime.list_containers()
     assert (container.state, container.spec_hash) == ("running", spec_hash(_spec()))
@@ -145,3 +146,58 @@ async def test_follow_logs_with_zero_tail_skips_old_lines_and_closing_frees_it()
 async def test_follow_logs_of_unknown_deployment_raise_container_error() -> None:
     with pytest.raises(ContainerError):
         await anext(MemoryRuntime().follow_logs("nope", 10))
+
+
+async def test_instances_of_one_deployment_are_separate_containers() -> None:
+    runtime, reports = MemoryRuntime(), _Reports()
+    await runtime.deploy(_spec(instance_id="i-one"), reports)
+    await runtime.deploy(_spec(instance_id="i-two", host_port=40002, restarts=3), reports)
+
+    listed = {c.instance_id: c for c in await runtime.list_containers()}
+    assert set(listed) == {"i-one", "i-two"}
+    assert listed["i-one"].name == "lmstack-qwen-i-one"
+    assert (listed["i-two"].deployment_id, listed["i-two"].restarts) == ("d1", 3)
+    assert {(u.instance_id, u.deployment_id) for u in reports.updates} == {
+        ("i-one", "d1"),
+        ("i-two", "d1"),
+    }
+    await runtime.stop("i-one", True, reports)
+    assert [c.instance_id for c in await runtime.list_containers()] == ["i-two"]
+    # Hooks take a deployment id too (its first instance), for tests before instances.
+    runtime.exit_container("d1", 4)
+    assert (await runtime.probe("i-two")).exit_code == 4
+
+
+async def test_a_legacy_container_is_the_instance_of_its_deployments_id() -> None:
+    runtime, reports = MemoryRuntime(), _Reports()
+    spec = _spec(config=EngineConfig(max_model_len=4096, max_parallel=2))
+    planted = runtime.plant(spec, legacy=True)
+    assert (planted.name, planted.instance_id) == ("lmstack-qwen", "d1")
+
+    await runtime.deploy(replace(spec, instance_id="d1"), reports)
+    assert reports.names == ["running"]
+    assert reports.updates[0].container_id == planted.container_id
+
+
+async def test_probe_reports_state_and_health() -> None:
+    runtime = MemoryRuntime()
+    assert (await runtime.probe("d1")).state == ""
+    await runtime.deploy(_spec(), _Reports())
+    assert (await runtime.probe("d1")).healthy
+    runtime.set_healthy("d1", False)
+    probe = await runtime.probe("d1")
+    assert (probe.state, probe.healthy) == ("running", False)
+    runtime.exit_container("d1", 3)
+    probe = await runtime.probe("d1")
+    assert (probe.state, probe.exit_code, probe.healthy) == ("exited", 3, False)
+
+
+async def test_crash_next_deploy_exits_before_ready_and_leaves_nothing() -> None:
+    runtime, reports = MemoryRuntime(), _Reports()
+    runtime.crash_next_deploy("d1", 3, "boom")
+    await runtime.deploy(_spec(), reports)
+    assert reports.names == ["pending", "starting", "error"]
+    assert reports.updates[-1].exit_code == 3
+    assert "before it was ready" in reports.updates[-1].message
+    assert "boom" in reports.updates[-1].message
+    assert await runtime.list_containers() == []

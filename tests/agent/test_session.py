@@ -14,7 +14,8 @@ from pydantic import SecretStr
 
 import shared
 from agent.session import AgentSession, AuthenticationFailed, Backoff, ProtocolVersionRejected
-from agent.types import RUNNING
+from agent.types import RUNNING, DeploySpec
+from shared.engines import EngineConfig
 from shared.proto.lmstack.v1 import agent_pb2
 from shared.settings import AgentSettings
 from tests.agent.conftest import StartSession
@@ -158,7 +159,88 @@ async def test_heartbeats_carry_container_states(
     ]
 
 
+async def test_hello_carries_the_worker_labels(
+    stub: StubController, settings: AgentSettings, start_session: StartSession
+) -> None:
+    start_session(settings.model_copy(update={"labels": {"gpu": "a100", "zone": "eu-1"}}))
+    await wait_until(lambda: bool(stub.hellos))
+    assert dict(stub.hellos[0].labels) == {"gpu": "a100", "zone": "eu-1"}
+
+
 # -- commands ------------------------------------------------------------------------------
+
+
+async def test_instances_of_one_deployment_are_kept_apart(
+    stub: StubController, start_session: StartSession, runtime: MemoryRuntime
+) -> None:
+    start_session()
+    await wait_until(lambda: stub.connected)
+    stub.push(deploy_command("d1", instance_id="aaaaaaaa-1", host_port=40011))
+    stub.push(deploy_command("d1", instance_id="bbbbbbbb-2", host_port=40012, restarts=2))
+    await wait_until(
+        lambda: all(RUNNING in stub.instance_status_names(i) for i in ("aaaaaaaa-1", "bbbbbbbb-2"))
+    )
+    one, two = stub.instance_statuses("aaaaaaaa-1")[-1], stub.instance_statuses("bbbbbbbb-2")[-1]
+    assert (one.deployment_id, one.port, one.restarts) == ("d1", 40011, 0)
+    assert (two.deployment_id, two.port, two.restarts) == ("d1", 40012, 2)
+    assert one.container_id != two.container_id
+    listed = {c.instance_id: c for c in await runtime.list_containers()}
+    assert listed["aaaaaaaa-1"].name == "lmstack-model-d1-aaaaaaaa"
+    assert listed["bbbbbbbb-2"].name == "lmstack-model-d1-bbbbbbbb"
+
+    # Logs and Stop address one instance; the other keeps running.
+    runtime.append_log("bbbbbbbb-2", "only in two")
+    stub.push(
+        agent_pb2.ControllerMessage(
+            fetch_logs=agent_pb2.FetchLogs(
+                request_id="r-2", deployment_id="d1", instance_id="bbbbbbbb-2", lines=5
+            )
+        )
+    )
+    stub.push(stop_command("d1", instance_id="aaaaaaaa-1"))
+    await wait_until(lambda: "stopped" in stub.instance_status_names("aaaaaaaa-1"))
+    await wait_until(lambda: stub.logs_result("r-2") is not None)
+    result = stub.logs_result("r-2")
+    assert result is not None and "only in two" in result.logs
+    assert [c.instance_id for c in await runtime.list_containers()] == ["bbbbbbbb-2"]
+    assert stub.instance_statuses("aaaaaaaa-1")[-1].deployment_id == "d1"
+
+
+async def test_a_stop_of_an_unknown_instance_names_its_deployment(
+    stub: StubController, start_session: StartSession
+) -> None:
+    start_session()
+    await wait_until(lambda: stub.connected)
+    stub.push(stop_command("d9", instance_id="i9"))
+    await wait_until(lambda: bool(stub.instance_statuses("i9")))
+    [stopped] = stub.instance_statuses("i9")
+    assert (stopped.status, stopped.deployment_id) == ("stopped", "d9")
+
+
+async def test_a_legacy_container_is_adopted_by_a_deploy_of_its_deployments_id(
+    stub: StubController, start_session: StartSession, runtime: MemoryRuntime
+) -> None:
+    """An upgrade: the old agent's container (no instance label, named
+    ``lmstack-<name>``); the migration made the deployment the instance of its id."""
+    spec = DeploySpec(
+        deployment_id="d1", name="model-d1", backend="vllm", image="vllm/vllm-openai:latest",
+        model="Qwen/Qwen2.5-0.5B-Instruct",
+        config=EngineConfig.from_mapping({"max_model_len": 4096, "max_parallel": 4}),
+        host_port=40001, gpu_indices=(0,), env={"VLLM_LOGGING_LEVEL": "INFO"},
+    )  # fmt: skip
+    legacy = runtime.plant(spec, legacy=True)
+    assert (legacy.name, legacy.instance_id) == ("lmstack-model-d1", "d1")
+    start_session()
+    await wait_until(lambda: stub.connected)
+    stub.push(
+        deploy_command(
+            "d1", instance_id="d1", config_json='{"max_model_len": 4096, "max_parallel": 4}'
+        )
+    )
+    running = await _running(stub, "d1")
+    assert stub.status_names("d1") == ["running"]  # adopted, not restarted
+    assert (running.container_id, running.instance_id) == (legacy.container_id, "d1")
+    assert ("deployed", "d1") not in runtime.events
 
 
 async def test_deploy_reports_each_transition(
@@ -266,7 +348,9 @@ async def test_list_containers_answers_with_the_request_id(
     assert [(c.deployment_id, c.container_id, c.state, c.host_port) for c in reply.containers] == [
         ("d1", running.container_id, "running", 40777)
     ]
-    assert reply.containers[0].name == "lmstack-model-d1"
+    # A Deploy without an instance id (protocol 1): the deployment is its instance.
+    assert reply.containers[0].name == "lmstack-model-d1-d1"
+    assert reply.containers[0].instance_id == "d1"
     assert len(reply.containers[0].spec_hash) == 16
 
 
@@ -319,7 +403,7 @@ async def test_container_that_exits_is_reported_as_error_once(
 ) -> None:
     start_session()
     await wait_until(lambda: stub.connected)
-    stub.push(deploy_command("d1"))
+    stub.push(deploy_command("d1", config_json='{"restart_policy": "never"}'))
     running = await _running(stub, "d1")
 
     # At once: an engine that dies before any heartbeat saw it run still counts.
@@ -329,12 +413,32 @@ async def test_container_that_exits_is_reported_as_error_once(
     assert error.has_exit_code
     assert error.exit_code == 137
     assert error.container_id == running.container_id
+    assert error.final
     assert "code 137" in error.message
     assert "CUDA out of memory" in error.message
 
     seen = len(stub.heartbeats())
     await wait_until(lambda: len(stub.heartbeats()) >= seen + 3)
     assert stub.status_names("d1").count("error") == 1
+
+
+async def test_an_exit_of_a_container_no_supervisor_watches_is_reported_as_final(
+    stub: StubController, start_session: StartSession, runtime: MemoryRuntime
+) -> None:
+    # Made by an earlier agent process; the controller sent no Deploy for it yet.
+    planted = runtime.plant(
+        DeploySpec(
+            deployment_id="d7", instance_id="i7", name="old", backend="vllm", image="img",
+            model="m", config=EngineConfig(), host_port=40070,
+        )
+    )  # fmt: skip
+    start_session()
+    await wait_until(lambda: any(hb.containers for hb in stub.heartbeats()))
+    runtime.exit_container("i7", 9, "killed")
+    await wait_until(lambda: bool(stub.instance_statuses("i7")))
+    [error] = stub.instance_statuses("i7")
+    assert (error.status, error.final, error.exit_code) == ("error", True, 9)
+    assert (error.deployment_id, error.container_id) == ("d7", planted.container_id)
 
 
 async def test_stopped_container_is_not_reported_as_crashed(
