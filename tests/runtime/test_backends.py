@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,9 @@ from agent.types import (
     LABEL_DEPLOYMENT_ID,
     LABEL_DEPLOYMENT_NAME,
     LABEL_HOST_PORT,
+    LABEL_INSTANCE_ID,
     LABEL_MANAGED,
+    LABEL_RESTARTS,
     LABEL_SPEC_HASH,
     DeploySpec,
     spec_hash,
@@ -206,16 +209,25 @@ def test_plan_container() -> None:
         gpu_indices=(2, 3),
     )
     plan = plan_container(s, hf_cache_dir=Path("/hf"), hf_token="hf_agent", simulate_gpus=False)
-    assert plan.name == "lmstack-llama"
+    # No instance id (a Deploy of protocol 1): the deployment's id is the instance's.
+    assert plan.name == "lmstack-llama-dep-1"
     assert plan.image == "vllm/vllm-openai:latest"
     assert plan.labels == {
         LABEL_MANAGED: "true",
         LABEL_DEPLOYMENT_ID: "dep-1",
+        LABEL_INSTANCE_ID: "dep-1",
         LABEL_DEPLOYMENT_NAME: "llama",
         LABEL_SPEC_HASH: spec_hash(s),
         LABEL_HOST_PORT: "40001",
         LABEL_BACKEND: "vllm",
+        LABEL_RESTARTS: "0",
     }
+    instance = replace(s, instance_id="9f86d081-884c-4d63-9b2f-c1e4d1f0a2b3", restarts=4)
+    plan = plan_container(instance, hf_cache_dir=Path("/hf"), hf_token=None, simulate_gpus=False)
+    assert plan.name == "lmstack-llama-9f86d081"
+    assert plan.labels[LABEL_INSTANCE_ID] == instance.instance_id
+    assert plan.labels[LABEL_RESTARTS] == "4"
+    assert plan.labels[LABEL_SPEC_HASH] == spec_hash(s)  # the same container
     # The deployment's own env wins over the agent's token.
     assert plan.env == {"HF_TOKEN": "from-config", "VLLM_LOGGING_LEVEL": "DEBUG", "EXTRA": "1"}
     assert plan.gpu_indices == (2, 3)

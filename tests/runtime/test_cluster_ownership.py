@@ -70,11 +70,13 @@ async def test_another_clusters_container_keeps_its_name(
     recorder: Recorder,
     docker_client: docker.DockerClient,
 ) -> None:
-    theirs = make_spec(cluster_id=THEIRS)
+    # Two instances whose ids begin alike: their containers want one name.
+    prefix = uuid.uuid4().hex[:8]
+    theirs = make_spec(cluster_id=THEIRS, instance_id=f"{prefix}-theirs")
     await runtime.deploy(theirs, recorder)
     holder = recorder.last.container_id
 
-    ours = make_spec(name=theirs.name, cluster_id=OURS)
+    ours = make_spec(name=theirs.name, cluster_id=OURS, instance_id=f"{prefix}-ours")
     mine = Recorder()
     await runtime.deploy(ours, mine)
     assert mine.last.status == ERROR
@@ -91,12 +93,14 @@ async def test_an_orphans_removal_and_a_new_deployment_of_its_name_do_not_confli
     round_: int,
 ) -> None:
     """The orphan's Stop and the new Deploy arrive together, as after a delete and
-    an immediate create of the same name (two session lanes, one name)."""
-    old = make_spec(cluster_id=OURS)
+    an immediate create of the same name (two session lanes, one name: instance
+    ids that begin alike)."""
+    prefix = uuid.uuid4().hex[:8]
+    old = make_spec(cluster_id=OURS, instance_id=f"{prefix}-old")
     await runtime.deploy(old, recorder)
     assert recorder.last.status == RUNNING, recorder.updates
 
-    new = make_spec(name=old.name, cluster_id=OURS)
+    new = make_spec(name=old.name, cluster_id=OURS, instance_id=f"{prefix}-new")
     deployed = Recorder()
     deploying: list[asyncio.Task[None]] = []
 
@@ -109,10 +113,11 @@ async def test_an_orphans_removal_and_a_new_deployment_of_its_name_do_not_confli
                 deploying.append(asyncio.create_task(runtime.deploy(new, deployed)))
 
     stopped = StartsTheNewOne()
-    await runtime.stop(old.deployment_id, True, stopped, cluster_id=OURS)
+    await runtime.stop(old.instance, True, stopped, cluster_id=OURS)
     await asyncio.gather(*deploying)
     assert deployed.last.status == RUNNING, deployed.updates
     assert stopped.last.status == STOPPED, stopped.updates
     container = docker_client.containers.get(deployed.last.container_id)
-    assert container.name == f"lmstack-{old.name}"
+    assert container.name == f"lmstack-{old.name}-{prefix}"
     assert container.labels["lmstack.deployment_id"] == new.deployment_id
+    assert container.labels["lmstack.instance_id"] == new.instance

@@ -13,6 +13,7 @@ import docker.errors
 import pytest
 
 from agent.runtime import DockerRuntime
+from agent.runtime._containers import iso_z
 from agent.types import (
     DOWNLOADING,
     ERROR,
@@ -20,7 +21,9 @@ from agent.types import (
     LABEL_DEPLOYMENT_ID,
     LABEL_DEPLOYMENT_NAME,
     LABEL_HOST_PORT,
+    LABEL_INSTANCE_ID,
     LABEL_MANAGED,
+    LABEL_RESTARTS,
     LABEL_SPEC_HASH,
     PENDING,
     RUNNING,
@@ -84,7 +87,7 @@ async def test_lifecycle_deploy_serve_redeploy_stop(
 
     [state] = [c for c in await runtime.list_containers() if c.deployment_id == spec.deployment_id]
     assert state.container_id == running.container_id
-    assert state.name == f"lmstack-{spec.name}"
+    assert state.name == f"lmstack-{spec.name}-{spec.instance[:8]}"
     assert state.state == "running"
     assert state.host_port == spec.host_port
     assert state.image == spec.image
@@ -97,6 +100,8 @@ async def test_lifecycle_deploy_serve_redeploy_stop(
     assert labels[LABEL_HOST_PORT] == str(spec.host_port)
     assert labels[LABEL_BACKEND] == "vllm"
     assert labels[LABEL_SPEC_HASH] == state.spec_hash
+    assert labels[LABEL_INSTANCE_ID] == spec.instance
+    assert labels[LABEL_RESTARTS] == "0"
     host_config = container.attrs["HostConfig"]
     assert host_config["IpcMode"] == "host"
     assert host_config["RestartPolicy"]["Name"] in ("", "no")
@@ -105,12 +110,14 @@ async def test_lifecycle_deploy_serve_redeploy_stop(
     assert "HF_TOKEN=hf_test_token" in container.attrs["Config"]["Env"]
 
     # Same spec again: the running container is adopted, not restarted.
+    started = container.attrs["State"]["StartedAt"]
+    assert iso_z(started) == state.started_at == running.started_at
     again = Recorder()
     await runtime.deploy(spec, again)
     assert again.statuses == [PENDING, RUNNING]
     assert again.last.container_id == running.container_id
     container.reload()
-    assert container.attrs["State"]["StartedAt"] == state.started_at
+    assert container.attrs["State"]["StartedAt"] == started
 
     stopped = Recorder()
     await runtime.stop(spec.deployment_id, True, stopped)
@@ -274,7 +281,9 @@ async def test_name_taken_by_foreign_container_is_an_error(
 ) -> None:
     spec = make_spec()
     foreign = docker_client.containers.create(
-        engine_image, name=f"lmstack-{spec.name}", labels={TEST_LABEL: session_prefix}
+        engine_image,
+        name=f"lmstack-{spec.name}-{spec.instance[:8]}",
+        labels={TEST_LABEL: session_prefix},
     )
     try:
         await runtime.deploy(spec, recorder)

@@ -5,8 +5,9 @@ rely on, and ``DockerRuntime`` on the real Docker engine with the stand-in engin
 image. What is checked is what ``agent.types.Runtime`` promises and the session
 reads: the status sequence of a deploy and a stop, idempotent deploys, replacement on
 a new spec, what ``list_containers`` says (ids, names, ports, spec hashes, states,
-exit codes), failed deploys that leave nothing behind, logs and followed logs, and
-errors for deployments that have no container. Only how a test makes an engine crash
+exit codes, instance ids, restarts), instances of one deployment kept apart, what
+``probe`` sees, failed deploys that leave nothing behind, logs and followed logs,
+and errors for instances that have no container. Only how a test makes an engine crash
 or a deploy fail differs (``Subject``); the assertions are shared.
 """
 
@@ -153,10 +154,16 @@ async def test_deploy_reports_each_transition_and_lists_the_container(subject: S
         "running",
         spec.host_port,
     )
-    assert listed.name == f"lmstack-{spec.name}"
+    assert listed.name == f"lmstack-{spec.name}-{spec.instance[:8]}"
     assert listed.image == spec.image
     assert listed.spec_hash == spec_hash(spec)
-    assert listed.started_at
+    assert listed.started_at.endswith("Z")
+    assert (listed.instance_id, listed.restarts) == (spec.instance, 0)
+    assert running.started_at == listed.started_at
+    assert all(
+        (u.instance_id, u.deployment_id) == (spec.instance, spec.deployment_id)
+        for u in recorder.updates
+    )
 
 
 async def test_deploying_the_same_spec_again_keeps_the_container(subject: Subject) -> None:
@@ -264,3 +271,51 @@ async def test_unknown_deployments_have_no_logs(subject: Subject) -> None:
         await subject.runtime.logs(unknown, 10)
     with pytest.raises(ContainerError):
         await anext(subject.runtime.follow_logs(unknown, 10))
+
+
+async def test_instances_of_one_deployment_are_separate_containers(subject: Subject) -> None:
+    one = subject.make_spec()
+    two = dataclasses.replace(
+        one, instance_id=f"{uuid.uuid4().hex[:8]}-two", host_port=free_port(), restarts=2
+    )
+    first, second = await _deployed(subject, one), await _deployed(subject, two)
+    assert first.last.container_id != second.last.container_id
+    assert {u.restarts for u in second.updates} == {2}
+
+    listed = {
+        c.instance_id: c
+        for c in await subject.runtime.list_containers()
+        if c.deployment_id == one.deployment_id
+    }
+    assert set(listed) == {one.instance, two.instance}
+    assert listed[two.instance].name == f"lmstack-{one.name}-{two.instance[:8]}"
+    assert listed[two.instance].restarts == 2
+
+    await subject.runtime.stop(two.instance, True, Recorder())
+    assert (await subject.runtime.probe(two.instance)).state == ""
+    probe = await subject.runtime.probe(one.instance)
+    assert (probe.state, probe.container_id) == ("running", first.last.container_id)
+
+
+async def test_adopting_a_container_reports_its_restarts(subject: Subject) -> None:
+    spec = dataclasses.replace(subject.make_spec(), restarts=3)
+    container_id = (await _deployed(subject, spec)).last.container_id
+    # The controller lost count (say, a fresh database): the container's label wins.
+    again = Recorder()
+    await subject.runtime.deploy(dataclasses.replace(spec, restarts=0), again)
+    assert (again.last.status, again.last.container_id) == (RUNNING, container_id)
+    assert again.last.restarts == 3
+
+
+async def test_probe_tells_a_running_engine_from_an_exited_one(subject: Subject) -> None:
+    spec = subject.crashing_spec()
+    container_id = (await _deployed(subject, spec)).last.container_id
+    probe = await eventually(lambda: subject.runtime.probe(spec.instance), lambda p: p.healthy)
+    assert (probe.state, probe.container_id) == ("running", container_id)
+
+    subject.crash(spec)
+    probe = await eventually(
+        lambda: subject.runtime.probe(spec.instance), lambda p: p.state == "exited", timeout=20
+    )
+    assert (probe.exit_code, probe.healthy) == (3, False)
+    assert (await subject.runtime.probe(f"unknown-{uuid.uuid4().hex[:8]}")).state == ""
