@@ -307,6 +307,7 @@ class Supervisors:
             await self._finish(instance, failure, why_not)
             return False
         delay = instance.backoff.next_delay(failure.ran_for)
+        instance.wake.clear()  # from here on a Deploy's wake-up is seen by ``_back_off``
         instance.phase = Phase.BACKING_OFF
         instance.failure = failure
         logger.warning(
@@ -363,11 +364,12 @@ class Supervisors:
         """Probe the running engine until it fails."""
         instance_id = instance.spec.instance
         failed_checks = 0
+        instance.poke.clear()
         while True:
-            instance.poke.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._timings.health_check_interval):
                     await instance.poke.wait()
+            instance.poke.clear()  # a nudge during the probe below makes another one
             try:
                 probe = await self._runtime.probe(instance_id)
             except Exception as exc:
@@ -398,12 +400,12 @@ class Supervisors:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + delay
         while (remaining := deadline - loop.time()) > 0:
-            instance.wake.clear()
             try:
                 async with asyncio.timeout(remaining):
                     await instance.wake.wait()
             except TimeoutError:
                 break
+            instance.wake.clear()
             why_not = refusal(instance.spec.config, instance.restarts, failure)
             if why_not is not None:
                 await self._finish(instance, failure, why_not)
