@@ -121,7 +121,9 @@ async def _running(
         )  # fmt: skip
         fleet = app[appkeys.FLEET] = serving.fleet
         app[appkeys.GRPC_PORT] = serving.grpc_port
-        app[appkeys.DEPLOYMENTS] = DeploymentService(db, fleet, scheduler)
+        deployments = app[appkeys.DEPLOYMENTS] = DeploymentService(
+            db, fleet, scheduler, reconcile_seconds=settings.reconcile_interval
+        )
         usage = await enter(
             recording_usage(db, settings.usage_flush_seconds, settings.data_dir / "usage-journal")
         )
@@ -131,6 +133,14 @@ async def _running(
                 limits_clock=limits_clock,
             )
         )  # fmt: skip
+        drains = getattr(app[GATEWAY], "in_flight", None)
+        if drains is not None:
+            deployments.use_drains(drains)
+        # Unwound in reverse: the loop ends first, then the drains in progress.
+        stack.push_async_callback(deployments.close)
+        await enter(
+            app[appkeys.BACKGROUND].run("reconcile", deployments.run(), stop=deployments.shut_down)
+        )
         yield
 
 

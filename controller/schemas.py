@@ -4,7 +4,7 @@ both validation and the OpenAPI document."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, TypeAlias
 
 from pydantic import (
     BaseModel,
@@ -14,6 +14,7 @@ from pydantic import (
     StringConstraints,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from controller.limits.periods import BudgetPeriod
@@ -99,14 +100,62 @@ class DeploymentConfig(EngineConfig):
     # ``EngineConfig`` (shared with the agent) under the name the REST API documents.
 
 
+MAX_REPLICAS = 1000
+Replicas = Annotated[int, Field(ge=0, le=MAX_REPLICAS)]
+
+
 class DeploymentCreate(Strict):
     name: DeploymentName
     backend: Backend = "vllm"
     model: str = Field(min_length=1, max_length=512)
     worker_id: str | None = Field(
-        default=None, description="Place on this worker; omitted: the scheduler picks one"
+        default=None,
+        description="Place every instance on this worker; omitted: the scheduler places "
+        "them, spread over workers",
     )
+    replicas: Replicas = Field(default=1, description="Instances to run (0 allowed)")
     config: DeploymentConfig = Field(default_factory=DeploymentConfig)
+
+
+class DeploymentPatch(Strict):
+    """A change: ``replicas`` scales; ``model``, ``image`` or ``config`` (the whole
+    new config) rolls the instances one at a time, unless only serving keys
+    (admission, restart policy, draining, rescheduling, selector) changed."""
+
+    replicas: Replicas | None = None
+    model: str | None = Field(default=None, min_length=1, max_length=512)
+    image: Annotated[str, StringConstraints(pattern=r"^[^\s]{1,512}$")] | None = Field(
+        default=None, description="The engine image (config.image)"
+    )
+    config: DeploymentConfig | None = Field(
+        default=None, description="The whole new config (replaces the current one)"
+    )
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Self:
+        if not self.model_fields_set:
+            raise ValueError("give at least one of replicas, model, image, config")
+        for name in self.model_fields_set:
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} may not be null")
+        return self
+
+
+class InstanceOut(BaseModel):
+    id: str
+    worker_id: str | None
+    worker_name: str | None = None
+    gpu_indices: list[int]
+    port: int | None
+    container_id: str | None
+    status: DeploymentStatus
+    status_message: str
+    restarts: int
+    last_exit_code: int | None
+    started_at: Timestamp | None
+    spec_version: int
+    draining: bool = Field(description="Being stopped: it gets no new requests")
+    created_at: Timestamp
 
 
 class DeploymentCreated(BaseModel):
@@ -129,6 +178,12 @@ class DeploymentOut(BaseModel):
     created_at: Timestamp
     updated_at: Timestamp
     config: dict[str, Any]
+    replicas: int = Field(description="Desired instances")
+    ready_replicas: int = Field(default=0, description="Instances running and not draining")
+    stopped: bool = Field(default=False, description="Stopped (POST .../stop); replicas kept")
+    spec_version: int = 1
+    rollout_error: str = Field(default="", description="Why the last rolling update halted")
+    instances: list[InstanceOut] = []
 
 
 class DeploymentList(BaseModel):
@@ -203,6 +258,9 @@ class WorkerOut(BaseModel):
     )
     free_gpus: int = Field(default=0, description="GPUs with nothing reserved")
     engine_ports: EnginePorts
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Its agent's labels (--label key=value)"
+    )
     last_heartbeat: Timestamp | None
     created_at: Timestamp
 
@@ -222,6 +280,7 @@ class ContainerOut(BaseModel):
     status: str
     image: str
     deployment_id: str
+    instance_id: str = ""
     port: int | None
     cluster_id: str = Field(
         default="",

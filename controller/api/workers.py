@@ -6,10 +6,12 @@ scheduler's ledger and the worker's free capacity; they never change it.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from aiohttp import web
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller import appkeys
 from controller.api.deployments import deployment_out
@@ -24,11 +26,13 @@ from controller.schemas import (
     WorkerList,
     WorkerOut,
 )
-from controller.store import Deployment, Worker
+from controller.store import Deployment, Instance, Worker
 from shared.errors import NotFound
 
 
-def _fields(row: Worker, scheduler: Scheduler) -> dict[str, Any]:
+def _fields(
+    row: Worker, scheduler: Scheduler, owners: dict[str, str] | None = None
+) -> dict[str, Any]:
     return {
         "id": row.id,
         "name": row.name,
@@ -36,21 +40,24 @@ def _fields(row: Worker, scheduler: Scheduler) -> dict[str, Any]:
         "advertise_address": row.advertise_address,
         "agent_version": row.agent_version,
         "runtime_error": row.runtime_error,
-        **_gpu_allocation(row, scheduler),
+        **_gpu_allocation(row, scheduler, owners or {}),
         "engine_ports": _engine_ports(row, scheduler),
+        "labels": dict(row.labels or {}),
         "last_heartbeat": row.last_heartbeat,
         "created_at": row.created_at,
     }
 
 
-def _gpu_allocation(row: Worker, scheduler: Scheduler) -> dict[str, Any]:
-    """``gpu_info`` with each GPU's reservation, and the worker's free capacity."""
+def _gpu_allocation(row: Worker, scheduler: Scheduler, owners: dict[str, str]) -> dict[str, Any]:
+    """``gpu_info`` with each GPU's reservation (``deployments``: the ids of the
+    deployments whose instances hold it; ``owners`` maps instance to deployment),
+    and the worker's free capacity."""
     gpu_info = GpuInfo.model_validate(row.gpu_info or {})
     gpu_free, free_gpus = 0.0, 0
     for device in gpu_info.devices:
         usage = scheduler.gpu_usage(row.id, device.index)
         device.reserved = usage.reserved
-        device.deployments = list(usage.deployments)
+        device.deployments = list(dict.fromkeys(owners.get(i, i) for i in usage.deployments))
         gpu_free += max(0.0, 1.0 - usage.reserved)
         free_gpus += not usage.deployments
     return {"gpu_info": gpu_info, "gpu_free": round(gpu_free, 4), "free_gpus": free_gpus}
@@ -62,15 +69,24 @@ def _engine_ports(row: Worker, scheduler: Scheduler) -> EnginePorts:
     return EnginePorts(min=scheduler.ports.low, max=scheduler.ports.high, source="controller")
 
 
-def worker_out(row: Worker, scheduler: Scheduler) -> WorkerOut:
-    return WorkerOut(**_fields(row, scheduler))
+def worker_out(row: Worker, scheduler: Scheduler, owners: dict[str, str]) -> WorkerOut:
+    return WorkerOut(**_fields(row, scheduler, owners))
+
+
+async def _owners(session: AsyncSession, worker_id: str | None = None) -> dict[str, str]:
+    """Instance id → deployment id (of one worker's instances, or all)."""
+    query = select(Instance.id, Instance.deployment_id)
+    if worker_id is not None:
+        query = query.where(Instance.worker_id == worker_id)
+    return {iid: did for iid, did in await session.execute(query)}
 
 
 async def list_workers(request: web.Request) -> web.Response:
     async with request.app[appkeys.DATABASE].session() as session:
         rows = await session.scalars(select(Worker).order_by(Worker.created_at, Worker.id))
         scheduler = request.app[appkeys.SCHEDULER]
-        items = [worker_out(row, scheduler) for row in rows]
+        owners = await _owners(session)
+        items = [worker_out(row, scheduler, owners) for row in rows]
     return json_response(WorkerList(items=items))
 
 
@@ -80,16 +96,22 @@ async def get_worker(request: web.Request) -> web.Response:
         row = await session.get(Worker, worker_id)
         if row is None:
             raise NotFound(f"Worker '{worker_id}' not found")
-        deployments = await session.scalars(
-            select(Deployment)
-            .where(Deployment.worker_id == worker_id)
-            .order_by(Deployment.created_at, Deployment.id)
+        owners = await _owners(session, worker_id)
+        aggregated = await session.scalars(
+            select(Deployment.id).where(Deployment.worker_id == worker_id)
         )
-        detail = WorkerDetail(
-            **_fields(row, request.app[appkeys.SCHEDULER]),
-            system_info=row.system_info or {},
-            deployments=[deployment_out(d) for d in deployments],
-        )
+        deployment_ids = sorted({*owners.values(), *aggregated})
+    service = request.app[appkeys.DEPLOYMENTS]
+    views = []
+    for deployment_id in deployment_ids:
+        with contextlib.suppress(NotFound):  # deleted meanwhile
+            views.append(await service.get(deployment_id))
+    views.sort(key=lambda v: (v.row.created_at, v.row.id))
+    detail = WorkerDetail(
+        **_fields(row, request.app[appkeys.SCHEDULER], owners),
+        system_info=row.system_info or {},
+        deployments=[deployment_out(v) for v in views],
+    )
     return json_response(detail)
 
 

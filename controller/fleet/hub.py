@@ -42,7 +42,7 @@ from controller.fleet.messages import deploy_message, deployment_event, stop_mes
 from controller.fleet.ownership import ours, unlabelled_ids
 from controller.fleet.session import AgentSession, LogFollow
 from controller.metrics import Metrics
-from controller.store import Database, Deployment, Worker, uncancelled
+from controller.store import Database, Deployment, Instance, Worker, uncancelled
 from controller.store.timeutil import utcnow
 from shared.errors import ServiceUnavailable
 from shared.proto.lmstack.v1 import agent_pb2
@@ -77,6 +77,7 @@ class Fleet:
         self._clock = clock
         self._sessions: dict[str, AgentSession] = {}
         self._listeners: list[Callable[[], None]] = []
+        self._instance_listeners: list[Callable[[str], None]] = []
         self._stopping = asyncio.Event()
 
     # ------------------------------------------------------------ change events
@@ -89,6 +90,15 @@ class Fleet:
     def changed(self) -> None:
         for listener in self._listeners:
             listener()
+
+    def subscribe_instances(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(deployment_id)`` after an instance of that deployment
+        reported a new status (committed). It must be cheap."""
+        self._instance_listeners.append(listener)
+
+    def instance_changed(self, deployment_id: str) -> None:
+        for listener in self._instance_listeners:
+            listener(deployment_id)
 
     # ------------------------------------------------------------ sessions
 
@@ -123,9 +133,13 @@ class Fleet:
         await uncancelled(self._set_status(session.worker_id, WorkerStatus.ONLINE))
 
     async def _set_status(self, worker_id: str, status: str, **values: Any) -> None:
+        # ``offline_since`` starts the rescheduling grace (``controller.deployments``).
+        since = None if status == WorkerStatus.ONLINE else utcnow()
         async with self._db.session() as db:
             await db.execute(
-                update(Worker).where(Worker.id == worker_id).values(status=status, **values)
+                update(Worker)
+                .where(Worker.id == worker_id)
+                .values(status=status, offline_since=since, **values)
             )
             await db.commit()
 
@@ -174,8 +188,13 @@ class Fleet:
     # ------------------------------------------------------------ background
 
     async def mark_all_offline(self) -> None:
+        """At start: every worker offline until its agent says Hello, each with
+        the whole rescheduling grace from now (the controller being down is not
+        the worker being lost)."""
         async with self._db.session() as db:
-            await db.execute(update(Worker).values(status=WorkerStatus.OFFLINE))
+            await db.execute(
+                update(Worker).values(status=WorkerStatus.OFFLINE, offline_since=utcnow())
+            )
             await db.commit()
 
     async def run(self) -> None:
@@ -229,22 +248,25 @@ class Fleet:
                 await db.execute(
                     update(Worker)
                     .where(Worker.id.in_([s.worker_id for s in sessions]))
-                    .values(status=WorkerStatus.OFFLINE)
+                    .values(status=WorkerStatus.OFFLINE, offline_since=utcnow())
                 )
                 await db.commit()
 
     # ------------------------------------------------------------ REST requests
 
-    async def fetch_logs(self, worker_id: str, deployment_id: str, lines: int) -> str:
+    async def fetch_logs(
+        self, worker_id: str, instance_id: str, deployment_id: str, lines: int
+    ) -> str:
         session = self.session(worker_id)
         reply = await session.request(
             lambda rid: agent_pb2.ControllerMessage(
                 fetch_logs=agent_pb2.FetchLogs(
-                    request_id=rid, deployment_id=deployment_id, lines=lines
+                    request_id=rid, deployment_id=deployment_id, instance_id=instance_id,
+                    lines=lines,
                 )
             ),
             self._request_timeout,
-        )
+        )  # fmt: skip
         result = reply.logs_result
         if result.error:
             raise ServiceUnavailable(f"Worker '{session.name}' could not read logs: {result.error}")
@@ -252,12 +274,12 @@ class Fleet:
 
     @contextlib.asynccontextmanager
     async def follow_logs(
-        self, worker_id: str, deployment_id: str, tail: int
+        self, worker_id: str, instance_id: str, deployment_id: str, tail: int
     ) -> AsyncIterator[LogFollow]:
-        """Follow the deployment's log on its worker while the block runs
+        """Follow the instance's log on its worker while the block runs
         (``ServiceUnavailable`` when the worker is not connected)."""
         session = self.session(worker_id)
-        follow = LogFollow(deployment_id)
+        follow = LogFollow(instance_id, deployment_id)
         session.start_follow(follow, tail)
         try:
             yield follow
@@ -285,6 +307,7 @@ class Fleet:
                 "status": c.state,
                 "image": c.image,
                 "deployment_id": c.deployment_id,
+                "instance_id": c.instance_id or c.deployment_id,
                 "port": c.host_port or None,
                 "cluster_id": c.cluster_id,
                 "foreign": not ours(self.cluster_id, c, known),
@@ -302,24 +325,29 @@ class Fleet:
             )
             return set(found)
 
-    async def deploy(self, row: Deployment) -> None:
-        """Push a Deploy to the deployment's worker if its agent is connected."""
+    def deploy(self, instance: Instance, name: str, backend: str) -> None:
+        """Push the instance's Deploy to its worker if its agent is connected
+        (otherwise its next Hello's reconciliation deploys it)."""
         self.changed()
-        self.events.publish(deployment_event(row))
-        if row.worker_id is None:
+        if instance.worker_id is None:
             return
-        session = self._sessions.get(row.worker_id)
-        if session is not None:
-            session.send(deploy_message(row))
+        session = self._sessions.get(instance.worker_id)
+        if session is not None and not session.closed:
+            session.send(deploy_message(instance, name, backend))
 
-    async def stop(self, worker_id: str, deployment_id: str) -> None:
-        """Push a Stop (remove) if the agent is connected; otherwise the next
-        Hello's reconciliation removes the orphan."""
+    def stop(self, worker_id: str | None, instance_id: str, deployment_id: str) -> None:
+        """Push a Stop (remove) of the instance if its agent is connected;
+        otherwise the next Hello's reconciliation removes the orphan. Its log
+        followers end."""
         self.changed()
-        # Stop-and-remove is what deleting a deployment does: its followers end.
-        self.events.publish({"type": "deployment_deleted", "id": deployment_id})
         for live in self._sessions.values():
-            live.end_follows(deployment_id, "deployment deleted")
-        session = self._sessions.get(worker_id)
-        if session is not None:
-            session.send(stop_message(deployment_id))
+            live.end_follows(instance_id, "instance stopped")
+        session = self._sessions.get(worker_id) if worker_id is not None else None
+        if session is not None and not session.closed:
+            session.send(stop_message(instance_id, deployment_id))
+
+    def publish_deployment(self, row: Deployment) -> None:
+        self.events.publish(deployment_event(row))
+
+    def publish_deleted(self, deployment_id: str) -> None:
+        self.events.publish({"type": "deployment_deleted", "id": deployment_id})

@@ -37,15 +37,16 @@ from typing import Any
 import grpc
 import grpc.aio
 from sqlalchemy import select
+from sqlalchemy.orm.exc import StaleDataError
 
 from controller.auth import digests_equal
 from controller.fleet.hub import Fleet
-from controller.fleet.messages import deploy_message, deployment_event, stop_message
+from controller.fleet.messages import deploy_message, stop_message
 from controller.fleet.ownership import ours, unlabelled_ids
 from controller.fleet.session import AgentSession
 from controller.metrics import CommandTimer
-from controller.store import Database, Deployment, Worker, uncancelled
-from controller.store.timeutil import utcnow
+from controller.store import Database, Deployment, Instance, Worker, aggregate, uncancelled
+from controller.store.timeutil import parse_iso, utcnow
 from shared import PROTOCOL_VERSION, __version__
 from shared.proto.lmstack.v1 import agent_pb2, agent_pb2_grpc
 from shared.status import DeploymentStatus, WorkerStatus
@@ -240,10 +241,13 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 gpu_devices=gpu_devices(hello),
                 gpus_simulated=hello.gpus_simulated,
                 engine_ports=ports,
+                labels=dict(hello.labels),
                 last_heartbeat=utcnow(),
             )
             row.engine_port_min, row.engine_port_max = ports or (None, None)
+            row.labels = dict(hello.labels)
             row.status = WorkerStatus.ONLINE
+            row.offline_since = None
             row.advertise_address = hello.advertise_address or _peer_host(peer)
             row.agent_version = hello.agent_version
             row.gpu_info = session.gpu_info()
@@ -258,19 +262,21 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ) -> None:
         async with self._db.session() as db:
             desired = list(
-                await db.scalars(
-                    select(Deployment).where(Deployment.worker_id == session.worker_id)
+                await db.execute(
+                    select(Instance, Deployment.name, Deployment.backend)
+                    .join(Deployment, Deployment.id == Instance.deployment_id)
+                    .where(Instance.worker_id == session.worker_id)
                 )
             )
-        wanted = {d.id for d in desired}
-        for deployment in desired:
-            session.send(deploy_message(deployment))
-        strays = [c for c in containers if c.deployment_id not in wanted]
+        wanted = {instance.id for instance, _, _ in desired}
+        for instance, name, backend in desired:
+            session.send(deploy_message(instance, name, backend))
+        strays = [c for c in containers if _instance_id(c) not in wanted]
         known = await self._fleet.known_deployments(unlabelled_ids(strays))
-        orphans: set[str] = set()
+        orphans: dict[str, str] = {}
         for container in strays:
             if ours(self._fleet.cluster_id, container, known):
-                orphans.add(container.deployment_id)
+                orphans[_instance_id(container)] = container.deployment_id
             else:
                 log.info(
                     "worker %s: leaving container %s running: it belongs to %s",
@@ -278,9 +284,12 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                     f"cluster {container.cluster_id}" if container.cluster_id
                     else "no deployment of this cluster (unlabelled)",
                 )  # fmt: skip
-        for deployment_id in sorted(orphans):
-            log.info("worker %s: removing orphan container of %s", session.name, deployment_id)
-            session.send(stop_message(deployment_id))
+        for instance_id, deployment_id in sorted(orphans.items()):
+            log.info(
+                "worker %s: removing orphan container of %s (instance %s)",
+                session.name, deployment_id, instance_id,
+            )  # fmt: skip
+            session.send(stop_message(instance_id, deployment_id))
 
     async def _read(
         self,
@@ -324,21 +333,46 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     async def _record_status(
         self, session: AgentSession, status: agent_pb2.DeploymentStatus
     ) -> None:
+        instance_id = status.instance_id or status.deployment_id
         async with self._db.session() as db:
-            row = await db.get(Deployment, status.deployment_id)
+            row = await db.get(Instance, instance_id)
             if row is None or row.worker_id != session.worker_id:
                 if status.status not in _GONE:
-                    # Deleted while it was starting: make sure it goes away.
-                    session.send(stop_message(status.deployment_id))
+                    # Removed while it was starting: make sure it goes away.
+                    session.send(stop_message(instance_id, status.deployment_id))
                 return
             row.status = status.status
             row.status_message = status.message
+            row.final = status.final
+            row.restarts = max(row.restarts, status.restarts)
+            if status.has_exit_code:
+                row.last_exit_code = status.exit_code
             if status.container_id:
                 row.container_id = status.container_id
             if status.port:
                 row.port = status.port
-            await db.commit()
-            self._fleet.events.publish(deployment_event(row))
+            if status.started_at:
+                row.started_at = parse_iso(status.started_at) or row.started_at
+            try:
+                deployment = await db.get(Deployment, row.deployment_id)
+                if deployment is not None:
+                    await aggregate.refresh(db, deployment)
+                await db.commit()
+            except StaleDataError:
+                # Removed (drained) meanwhile: the report is about nothing now.
+                log.debug("instance %s was removed before its report was stored", instance_id)
+                return
+            if deployment is not None:
+                self._fleet.publish_deployment(deployment)
+        self._fleet.instance_changed(row.deployment_id)
         log.info(
-            "deployment %s on %s: %s %s", row.name, session.name, status.status, status.message
-        )
+            "instance %s of %s on %s: %s %s",
+            instance_id, deployment.name if deployment else row.deployment_id, session.name,
+            status.status, status.message,
+        )  # fmt: skip
+
+
+def _instance_id(container: agent_pb2.ContainerInfo) -> str:
+    """The instance a reported container is; one made before instances is the
+    instance of its deployment's id (migration 0005)."""
+    return container.instance_id or container.deployment_id

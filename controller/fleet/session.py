@@ -37,9 +37,10 @@ FOLLOW_BUFFER_CHARS = 1024 * 1024
 class LogFollow:
     """One FollowLogs in progress: the chunks its agent sent, until it ends."""
 
-    def __init__(self, deployment_id: str) -> None:
+    def __init__(self, instance_id: str, deployment_id: str = "") -> None:
         self.request_id = uuid.uuid4().hex
-        self.deployment_id = deployment_id
+        self.instance_id = instance_id
+        self.deployment_id = deployment_id or instance_id
         # Why it ended: None while it runs, "" for the container's end, else the reason.
         self.end_reason: str | None = None
         self.dropped = 0
@@ -86,6 +87,8 @@ class AgentSession:
     gpus_simulated: bool = False
     # The host port range the agent declared in Hello; ``None``: none.
     engine_ports: tuple[int, int] | None = None
+    # The agent's labels (``--label``), matched by ``config.worker_selector``.
+    labels: dict[str, str] = field(default_factory=dict)
     last_seen: float = 0.0
     last_heartbeat: datetime | None = None
     gpu_stats: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -145,7 +148,10 @@ class AgentSession:
         self.send(
             agent_pb2.ControllerMessage(
                 follow_logs=agent_pb2.FollowLogs(
-                    request_id=follow.request_id, deployment_id=follow.deployment_id, tail=tail
+                    request_id=follow.request_id,
+                    deployment_id=follow.deployment_id,
+                    instance_id=follow.instance_id,
+                    tail=tail,
                 )
             )
         )
@@ -169,8 +175,8 @@ class AgentSession:
             if chunk.eof:
                 del self._follows[chunk.request_id]
 
-    def end_follows(self, deployment_id: str, reason: str) -> None:
-        for follow in [f for f in self._follows.values() if f.deployment_id == deployment_id]:
+    def end_follows(self, instance_id: str, reason: str) -> None:
+        for follow in [f for f in self._follows.values() if f.instance_id == instance_id]:
             self.stop_follow(follow, reason)
 
     def gpu_info(self) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Persistence: SQLAlchemy 2 typed async ORM over SQLite (default) or PostgreSQL."""
 
+from controller.store import aggregate
 from controller.store.db import Database, commit_or_conflict, flushing, uncancelled
 from controller.store.models import (
     ApiKey,
@@ -26,6 +27,7 @@ __all__ = [
     "UsageCheckpoint",
     "User",
     "Worker",
+    "aggregate",
     "commit_or_conflict",
     "flushing",
     "uncancelled",

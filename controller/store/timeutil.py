@@ -37,3 +37,15 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         assert isinstance(value, datetime)
         return value.replace(tzinfo=UTC)
+
+
+def parse_iso(value: str) -> datetime | None:
+    """An ISO-8601 timestamp (``Z`` or an offset; naive ones are UTC) as an aware
+    UTC datetime; ``None`` when it does not parse."""
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)

@@ -89,7 +89,8 @@ async def test_reconcile_removes_only_this_clusters_orphans(
         assert runtime.specs[created["id"]].cluster_id == cluster_id
         status, body = await ctl.admin("GET", f"/api/workers/{agent.worker_id}/containers")
         assert status == 200
-        listed = {c["name"]: c for c in body["containers"]}
+        # Names are lmstack-<deployment>-<short instance id>: keyed by the first part.
+        listed = {c["name"].rsplit("-", 1)[0]: c for c in body["containers"]}
         assert set(listed) == {"lmstack-theirs", "lmstack-old-unknown", "lmstack-mine"}
         assert listed["lmstack-theirs"]["foreign"] is True
         assert listed["lmstack-theirs"]["cluster_id"] == theirs.cluster_id

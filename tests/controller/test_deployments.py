@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from controller import appkeys
-from controller.store import Deployment, Worker
+from controller.store import Deployment, Instance, Worker
+from controller.store.models import new_id
 from tests.conftest import Controller
 from tests.scheduler.workers import raw_worker
 
@@ -21,6 +22,8 @@ MISSING = "00000000-0000-0000-0000-000000000000"
 DEPLOYMENT_KEYS = {
     "id", "name", "backend", "model", "status", "status_message", "worker_id",
     "container_id", "port", "gpu_indices", "created_at", "updated_at", "config",
+    # Replicas (issue 13): the desired count, its state and the instances.
+    "replicas", "ready_replicas", "stopped", "spec_version", "rollout_error", "instances",
 }  # fmt: skip
 
 
@@ -33,10 +36,16 @@ async def add_worker(ctl: Controller, name: str = "gpu-1", status: str = "online
 
 
 async def add_deployment(ctl: Controller, name: str, worker_id: str | None) -> str:
-    """A deployment row placed on ``worker_id`` as if its agent had gone away."""
+    """A deployment row placed on ``worker_id`` as if its agent had gone away
+    (with its one instance, of its own id, as the upgrade to replicas makes it)."""
     async with ctl.app[appkeys.DATABASE].session() as session:
         row = Deployment(name=name, backend="vllm", model="m", worker_id=worker_id, port=40000)
+        row.id = new_id()
         session.add(row)
+        if worker_id is not None:
+            await session.flush()
+            session.add(Instance(id=row.id, deployment_id=row.id, worker_id=worker_id,
+                                 port=40000, model="m", config={}))  # fmt: skip
         await session.commit()
         return row.id
 

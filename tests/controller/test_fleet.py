@@ -117,7 +117,8 @@ async def test_deployment_lifecycle_over_the_stream(
         assert status == 200
         [container] = containers["containers"]
         assert container["id"] == running["container_id"]
-        assert container["name"] == "lmstack-llama" and container["status"] == "running"
+        assert container["name"] == f"lmstack-llama-{container['instance_id'][:8]}"
+        assert container["status"] == "running"
 
         # A second deployment shares a GPU (0.45 + 0.5) and gets the next port.
         body2 = {
