@@ -73,7 +73,8 @@ async def test_a_fresh_controller_leaves_another_clusters_engine_running(
     fresh_worker = await mine_agent.wait_online()
     mine = await create(fresh, fresh_worker, f"{prefix}-mine", engine_image)
     await wait_status(fresh, mine["id"], "running")
-    listed = {c["name"]: c for c in await containers(fresh, fresh_worker)}
+    # Names are lmstack-<deployment>-<short instance id>: keyed by the first part.
+    listed = {c["name"].rsplit("-", 1)[0]: c for c in await containers(fresh, fresh_worker)}
     assert listed[f"lmstack-{prefix}-theirs"]["foreign"] is True
     assert listed[f"lmstack-{prefix}-theirs"]["cluster_id"] == first.app[appkeys.CLUSTER_ID]
     assert listed[f"lmstack-{prefix}-mine"]["foreign"] is False
@@ -91,7 +92,8 @@ async def test_a_fresh_controller_leaves_another_clusters_engine_running(
     still = container_of(docker_client, f"{prefix}-theirs")
     assert (still.id, still.status) == (engine.id, "running")
     assert still.attrs["State"]["StartedAt"] == engine.attrs["State"]["StartedAt"]
-    listed = {c["name"]: c for c in await containers(fresh, fresh_worker)}
+    # Names are lmstack-<deployment>-<short instance id>: keyed by the first part.
+    listed = {c["name"].rsplit("-", 1)[0]: c for c in await containers(fresh, fresh_worker)}
     assert listed[f"lmstack-{prefix}-theirs"]["foreign"] is True
 
 

@@ -68,7 +68,11 @@ async def started(agents: Any) -> tuple[AgentProcess, str]:
 
 
 def container_of(client: docker.DockerClient, name: str) -> Any:
-    return client.containers.get(f"lmstack-{name}")
+    """The deployment's container (named ``lmstack-<name>-<short instance id>``)."""
+    found = client.containers.list(all=True, filters={"label": f"lmstack.deployment_name={name}"})
+    if not found:
+        raise docker.errors.NotFound(f"no container of deployment {name}")
+    return found[0]
 
 
 async def wait_gone(client: docker.DockerClient, name: str, timeout: float = 20) -> None:
@@ -123,10 +127,11 @@ async def test_create_run_logs_containers_delete(
     assert mine == [
         {
             "id": container.id,
-            "name": f"lmstack-{name}",
+            "name": container.name,
             "status": "running",
             "image": engine_image,
             "deployment_id": created["id"],
+            "instance_id": container.labels["lmstack.instance_id"],
             "port": port,
             # Labelled with this controller's cluster: its own, not foreign.
             "cluster_id": ctl.app[appkeys.CLUSTER_ID],
