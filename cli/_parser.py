@@ -105,7 +105,7 @@ def _auth(groups: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def _deployments(groups: Subparsers, common: argparse.ArgumentParser) -> None:
-    subs = _group(groups, "deployments", "list, inspect, create and delete deployments")
+    subs = _group(groups, "deployments", "list, inspect, create, change and delete deployments")
     listing = _leaf(subs, "list", cmd.deployments_list, common, "list deployments")
     listing.add_argument("--status", help="only deployments in this status")
     listing.add_argument("--worker", metavar="WORKER", help="only this worker's (id or name)")
@@ -115,16 +115,15 @@ def _deployments(groups: Subparsers, common: argparse.ArgumentParser) -> None:
     create.add_argument("name", metavar="NAME", help="lowercase, [a-z0-9][a-z0-9._-]*")
     create.add_argument("--model", "-m", required=True, help="e.g. Qwen/Qwen2.5-0.5B-Instruct")
     create.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKEND_NAMES)
-    create.add_argument("--worker", metavar="WORKER", help="id or name (default: the scheduler)")
     create.add_argument(
-        "--config",
-        metavar="KEY=VALUE",
-        action="append",
-        default=[],
-        help="engine setting, VALUE read as JSON when it parses (repeatable)",
+        "--worker", metavar="WORKER", help="id or name: every replica there (default: spread)"
     )
-    create.add_argument("--config-json", metavar="JSON", help="engine settings as a JSON object")
+    create.add_argument(
+        "--replicas", type=cmd.replica_count, default=1, metavar="N", help="instances (default 1)"
+    )
+    _config_flags(create)
     _leaf(subs, "delete", cmd.deployments_delete, common, "delete a deployment", ref="DEPLOYMENT")
+    _changes(subs, common)
     about = "print a deployment's engine logs"
     logs = _leaf(subs, "logs", cmd.deployments_logs, common, about, ref="DEPLOYMENT")
     logs.add_argument("--lines", "-n", type=int, default=100, help="last N lines (default 100)")
@@ -132,6 +131,38 @@ def _deployments(groups: Subparsers, common: argparse.ArgumentParser) -> None:
     logs.add_argument(
         "--interval", type=float, default=2.0, help="seconds between polls with --follow"
     )
+
+
+def _config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="engine setting, VALUE read as JSON when it parses (repeatable)",
+    )
+    parser.add_argument("--config-json", metavar="JSON", help="engine settings as a JSON object")
+
+
+def _changes(subs: Subparsers, common: argparse.ArgumentParser) -> None:
+    about = "set the number of replicas (down drains first; 0 keeps the deployment)"
+    scale = _leaf(subs, "scale", cmd.deployments_scale, common, about, ref="DEPLOYMENT")
+    scale.add_argument("replicas", metavar="N", type=cmd.replica_count, help="replicas, 0 or more")
+    about = (
+        "change the config, model or image: a rolling update, one instance at a time "
+        "(the config keys not named are kept)"
+    )
+    update = _leaf(subs, "update", cmd.deployments_update, common, about, ref="DEPLOYMENT")
+    _config_flags(update)
+    update.add_argument(
+        "--unset", metavar="KEY", action="append", default=[], help="drop a config key (repeatable)"
+    )
+    update.add_argument("--model", "-m", help="a new model")
+    update.add_argument("--image", help="a new engine image (config.image)")
+    about = "stop every instance and release its GPUs (the deployment is kept)"
+    _leaf(subs, "stop", cmd.deployments_stop, common, about, ref="DEPLOYMENT")
+    about = "start a stopped deployment again (its replicas are placed anew)"
+    _leaf(subs, "start", cmd.deployments_start, common, about, ref="DEPLOYMENT")
 
 
 def _workers(groups: Subparsers, common: argparse.ArgumentParser) -> None:

@@ -7,6 +7,7 @@ message on stderr and the matching exit code.
 * ``_context``    ``Context`` and the helpers every handler shares
 * ``auth``        login, logout, whoami
 * ``deployments`` list, get, create, delete, logs
+* ``changes``     deployments scale, update, stop, start
 * ``workers``     list, get
 * ``keys``        API keys: list, create, limits, delete
 * ``users``       list, create, update, limits, delete
@@ -17,6 +18,13 @@ from __future__ import annotations
 
 from cli._commands._context import Context, Handler
 from cli._commands.auth import login, logout, whoami
+from cli._commands.changes import (
+    deployments_scale,
+    deployments_start,
+    deployments_stop,
+    deployments_update,
+    replica_count,
+)
 from cli._commands.deployments import (
     deployments_create,
     deployments_delete,
@@ -45,6 +53,10 @@ __all__ = [
     "deployments_get",
     "deployments_list",
     "deployments_logs",
+    "deployments_scale",
+    "deployments_start",
+    "deployments_stop",
+    "deployments_update",
     "keys_create",
     "keys_delete",
     "keys_limits",
@@ -52,6 +64,7 @@ __all__ = [
     "login",
     "logout",
     "new_lines",
+    "replica_count",
     "users_create",
     "users_delete",
     "users_limits",

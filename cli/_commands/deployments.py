@@ -1,4 +1,9 @@
-"""``lmstack deployments``: list, get, create, delete and follow the logs of deployments."""
+"""``lmstack deployments``: list, get, create, delete and follow the logs of deployments.
+
+A deployment is ``replicas`` instances (containers); the list shows them as
+``ready/desired`` and ``get`` lists each instance. Changing a deployment
+(scale, update, stop, start) lives in ``cli._commands.changes``.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,13 @@ from typing import Any
 from cli._client import ApiClient
 from cli._commands._context import Context, delete_named, resolve, say
 from cli._errors import EXIT_OK, UsageError
-from cli._output import Row, col, print_fields, print_json, print_table
+from cli._output import Column, Row, col, print_fields, print_json, print_table
+
+
+def replicas(row: Row) -> str:
+    """``ready/desired``, e.g. ``2/3``."""
+    return f"{row.get('ready_replicas', 0)}/{row.get('replicas', '?')}"
+
 
 DEPLOYMENT_COLUMNS = [
     col("ID"),
@@ -18,6 +29,7 @@ DEPLOYMENT_COLUMNS = [
     col("Model"),
     col("Backend"),
     col("Status"),
+    Column("Replicas", replicas),
     col("Worker", "worker_name"),
     col("Port"),
     col("Created", "created_at"),
@@ -28,10 +40,43 @@ _FIELDS = [
     *DEPLOYMENT_COLUMNS[:5],
     col("Message", "status_message"),
     *DEPLOYMENT_COLUMNS[5:],
+    col("Stopped"),
+    col("Spec version", "spec_version"),
+    col("Rollout error", "rollout_error"),
     col("GPUs", "gpu_indices"),
     col("Container", "container_id"),
     col("Updated", "updated_at"),
     col("Config"),
+]
+
+SHORT_ID = 8
+
+
+MESSAGE_WIDTH = 60
+
+
+def _instance_status(row: Row) -> str:
+    return str(row.get("status", "")) + (" (draining)" if row.get("draining") else "")
+
+
+def _first_line(row: Row) -> str:
+    """The status message's first line (it may carry the engine's last log lines)."""
+    lines = str(row.get("status_message") or "").strip().splitlines()
+    line = lines[0] if lines else ""
+    return line if len(line) <= MESSAGE_WIDTH else line[: MESSAGE_WIDTH - 3] + "..."
+
+
+INSTANCE_COLUMNS = [
+    Column("ID", lambda row: str(row.get("id", ""))[:SHORT_ID]),
+    Column("Worker", lambda row: row.get("worker_name") or (row.get("worker_id") or "")[:SHORT_ID]),
+    Column("Status", _instance_status),
+    col("Restarts"),
+    col("Last exit", "last_exit_code"),
+    col("Port"),
+    col("GPUs", "gpu_indices"),
+    col("Spec", "spec_version"),
+    col("Started", "started_at"),
+    Column("Message", _first_line),
 ]
 
 
@@ -54,7 +99,14 @@ def deployments_list(ctx: Context) -> int:
 def deployments_get(ctx: Context) -> int:
     client = ctx.client()
     body = client.get(f"/api/deployments/{resolve(client, 'deployments', ctx.args.ref, 'name')}")
-    return ctx.show(body, lambda: print_fields(_with_worker_names(client, [body])[0], _FIELDS))
+    return ctx.show(body, lambda: print_deployment(_with_worker_names(client, [body])[0]))
+
+
+def print_deployment(body: Row) -> None:
+    """The deployment's fields, then a table of its instances."""
+    print_fields(body, _FIELDS)
+    say("\nInstances:")
+    print_table(body.get("instances") or [], INSTANCE_COLUMNS)
 
 
 def deployments_create(ctx: Context) -> int:
@@ -64,6 +116,7 @@ def deployments_create(ctx: Context) -> int:
         "name": args.name,
         "model": args.model,
         "backend": args.backend,
+        "replicas": args.replicas,
         "config": parse_config(args.config, args.config_json),
     }
     if args.worker:

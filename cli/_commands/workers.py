@@ -1,4 +1,5 @@
-"""``lmstack workers``: list the GPU hosts and show one with its GPUs and deployments."""
+"""``lmstack workers``: list the GPU hosts (with their labels) and show one with its GPUs and
+deployments."""
 
 from __future__ import annotations
 
@@ -16,12 +17,18 @@ def _gpus(row: Row) -> str:
     return f"{len(devices)}x " + "/".join(names) + (" (simulated)" if info.get("simulated") else "")
 
 
+def labels(row: Row) -> str:
+    """``gpu=a100,zone=eu``: the agent's labels (``--label``), sorted by key."""
+    return ",".join(f"{k}={v}" for k, v in sorted((row.get("labels") or {}).items()))
+
+
 WORKER_COLUMNS = [
     col("ID"),
     col("Name"),
     col("Status"),
     col("Address", "advertise_address"),
     Column("GPUs", _gpus),
+    Column("Labels", labels),
     col("Agent", "agent_version"),
     col("Last heartbeat", "last_heartbeat"),
 ]

@@ -15,8 +15,11 @@ Server → client messages are JSON objects with a ``type``:
 * ``/ws/logs/{id}``: ``logs`` (``data``: the last ``tail`` lines, then new
   output as the engine writes it) and ``notice`` (``message``: why no log
   flows right now, e.g. the worker is offline or the container not yet
-  created). Following restarts by itself when the deployment gets a new
-  container or its worker comes back.
+  created), ``instance`` (``id``, ``worker_id``: the instance whose log follows,
+  sent before its first line and whenever another one takes over). The log is
+  one instance's: the first running one (else the first
+  placed). Following restarts by itself when that instance stops or gets a new
+  container, another one becomes the first, or its worker comes back.
 
 Close codes: ``4401`` no valid token in time, or the token stopped being valid
 (user deleted, token expired: re-checked every ``revalidate_seconds``);
@@ -47,8 +50,8 @@ from controller.auth import Identity, bearer_token
 from controller.events import Event, Subscription
 from controller.fleet import LogFollow
 from controller.http import path_id
-from controller.store import Deployment, uncancelled
-from shared.errors import ServiceUnavailable, Unauthorized
+from controller.store import Instance, uncancelled
+from shared.errors import NotFound, ServiceUnavailable, Unauthorized
 from shared.status import WorkerStatus
 
 log = logging.getLogger("lmstack.web")
@@ -236,7 +239,13 @@ async def logs_socket(request: web.Request) -> web.WebSocketResponse:
 
 
 class _LogPump:
-    """Follows one deployment's log across containers and reconnects."""
+    """Follows one deployment's log across instances and containers, and reconnects.
+
+    The instance followed is the deployment's log source (``DeploymentService.
+    log_source``: its first running instance, else its first placed one); when
+    that instance stops (scaled down, replaced by a rolling update) or gets a new
+    container, the pump follows whichever instance is the source then.
+    """
 
     def __init__(
         self,
@@ -251,38 +260,43 @@ class _LogPump:
         self._id = deployment_id
         self._tail = tail
         self._events = subscription
-        self._followed: str | None = None  # container id whose log was delivered
+        # The (instance, container, restarts) whose log was delivered to its end:
+        # a restart in the same container is followed again.
+        self._followed: tuple[str, str, int] | None = None
+        self._instance = ""  # the instance last announced
         self._notice = ""
 
     async def run(self) -> None:
         fleet = self._app[appkeys.FLEET]
         while True:
-            row = await self._load()
-            worker_id, container_id = row.worker_id, row.container_id
-            if worker_id is None:
+            source = await self._source()
+            if source is None or source.worker_id is None:
                 await self._say("waiting for the scheduler to place this deployment")
-            elif not fleet.is_connected(worker_id):
+            elif not fleet.is_connected(source.worker_id):
                 await self._say("the worker is offline; logs resume when it is back")
-            elif self._followed is None or container_id != self._followed:
-                await self._follow(worker_id, container_id)
+            elif self._followed != _run_of(source):
+                await self._follow(source.worker_id, source)
             await self._wait_for_change()
 
-    async def _load(self) -> Deployment:
-        row = await uncancelled(self._read())
-        if row is None:
-            raise _Closed(CLOSE_NOT_FOUND, f"Deployment '{self._id}' not found or deleted")
-        return row
+    async def _source(self) -> Instance | None:
+        """The instance to follow; ``None`` while none is placed."""
+        service = self._app[appkeys.DEPLOYMENTS]
+        try:
+            return await uncancelled(service.log_source(self._id, None))
+        except NotFound as exc:
+            raise _Closed(CLOSE_NOT_FOUND, f"Deployment '{self._id}' not found or deleted") from exc
+        except ServiceUnavailable:
+            return None
 
-    async def _read(self) -> Deployment | None:
-        async with self._app[appkeys.DATABASE].session() as session:
-            return await session.get(Deployment, self._id)
-
-    async def _follow(self, worker_id: str, container_id: str | None) -> None:
+    async def _follow(self, worker_id: str, source: Instance) -> None:
         follow: LogFollow
         delivered = False
+        if source.id != self._instance:
+            self._instance = source.id
+            await self._ws.send_json({"type": "instance", "id": source.id, "worker_id": worker_id})
         try:
             async with self._app[appkeys.FLEET].follow_logs(
-                worker_id, self._id, self._tail
+                worker_id, source.id, self._id, self._tail
             ) as follow:
                 async for data in follow.chunks():
                     delivered = True
@@ -291,16 +305,15 @@ class _LogPump:
         except ServiceUnavailable as exc:
             await self._say(exc.detail)
             return
-        if follow.end_reason == "deployment deleted":
-            raise _Closed(CLOSE_NOT_FOUND, f"Deployment '{self._id}' was deleted")
         if follow.end_reason:
-            # Cut short (worker gone, container missing): follow again on the next
-            # change; a few lines may then repeat, none are lost.
+            # Cut short (worker gone, instance stopped, container missing): follow
+            # again on the next change; a few lines may then repeat, none are lost.
             self._followed = None
             await self._say(f"no log right now: {follow.end_reason}")
-        elif delivered or container_id:
+        elif delivered or source.container_id:
             # The container's log ended: follow again only for a new container.
-            self._followed = (await self._load()).container_id or container_id or ""
+            now = await self._source()
+            self._followed = _run_of(now if now is not None and now.id == source.id else source)
 
     async def _say(self, message: str) -> None:
         if message != self._notice:
@@ -313,6 +326,11 @@ class _LogPump:
             async with asyncio.timeout(self._app[WEB_OPTIONS].logs_poll_seconds):
                 while not _concerns(await self._events.get(), self._id):
                     pass
+
+
+def _run_of(instance: Instance) -> tuple[str, str, int]:
+    """What one run of an instance's engine is known by."""
+    return (instance.id, instance.container_id or "", instance.restarts)
 
 
 def _concerns(event: Event, deployment_id: str) -> bool:

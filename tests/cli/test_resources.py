@@ -57,6 +57,7 @@ async def test_deployment_create_get_list_delete(admin_cli: Cli, agent: RunningA
         "MODEL",
         "BACKEND",
         "STATUS",
+        "REPLICAS",
         "WORKER",
         "PORT",
         "CREATED",
@@ -64,7 +65,8 @@ async def test_deployment_create_get_list_delete(admin_cli: Cli, agent: RunningA
     row = table.splitlines()[1].split()
     assert row[:4] == [body["id"], "qwen-small", "Qwen/Qwen2.5-0.5B-Instruct", "vllm"]
     assert row[4] in DEPLOYMENT_STATUSES
-    assert row[5] == "gpu-cli"
+    assert row[5] in ("0/1", "1/1")
+    assert row[6] == "gpu-cli"
 
     listed = (await admin_cli.ok("--json", "deployments", "list")).json()
     assert [d["name"] for d in listed["items"]] == ["qwen-small"]

@@ -1,4 +1,4 @@
-"""The dashboard end to end in headless Chromium (Debian's, driven by Playwright).
+"""The dashboard end to end in headless Chromium (``tests.web.browsing``).
 
 One real stack: the controller, an agent session with the in-memory runtime and
 two (fake-NVML) GPUs, and the stand-in engine process listening on the one port
@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, Route, async_playwright, expect
+from playwright.async_api import Browser, Route, expect
 
 from agent.gpu import GpuStats
 from controller.fleet.hub import GPU_PUSH_SECONDS
@@ -30,15 +29,10 @@ from tests.dockerutil import free_port
 from tests.fleetutil import RunningAgent, run_agent
 from tests.gateway.conftest import Engine, start_engine
 from tests.runtime.memory_runtime import MemoryRuntime
+from tests.web.browsing import narrate, shot, sign_in
 
-ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "tests" / "artifacts" / "screenshots"
 MODEL = "tiny-chat"
 VIEWER_PASSWORD = "viewer-password-1"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
 
 # Records each JSON body the page reads, in a task queued once the body is read,
 # so every await chained on that read (the page's own code) has run by then.
@@ -53,20 +47,6 @@ MARK_JSON_READS = """() => {
 
 pytestmark = pytest.mark.timeout(120)
 expect.set_options(timeout=10_000)
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """Debian's chromium, installed by scripts/ensure-browser.sh when missing."""
-    done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "ensure-browser.sh")],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
 
 
 class BeatingGpus(FakeGpuReader):
@@ -110,40 +90,6 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     finally:
         await engine.stop()
         await ctl.close()
-
-
-@pytest.fixture
-async def browser(chromium: str) -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=chromium, headless=True, args=CHROMIUM_ARGS
-        )
-        yield launched
-        await launched.close()
-
-
-def narrate(page: Page) -> Page:
-    """Print what the page says and fetches: pytest shows it with a failure,
-    so a page that never rendered says why (console errors, refused calls)."""
-    page.on("console", lambda m: print(f"console {m.type}: {m.text}"))
-    page.on("pageerror", lambda e: print(f"page error: {e}"))
-    page.on("requestfailed", lambda r: print(f"failed: {r.method} {r.url} {r.failure}"))
-    page.on("response", lambda r: print(f"{r.status} {r.request.method} {r.url}"))
-    return page
-
-
-async def shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
-async def sign_in(page: Page, url: str, username: str, password: str) -> None:
-    await page.goto(url + "/")
-    await expect(page.get_by_role("heading", name="Sign in to LMStack")).to_be_visible()
-    await page.get_by_label("Username").fill(username)
-    await page.get_by_label("Password").fill(password)
-    await page.get_by_label("Password").press("Enter")  # keyboard, not a click
-    await expect(page.get_by_role("heading", name="Overview")).to_be_visible()
 
 
 async def test_the_dashboard_end_to_end(stack: Stack, browser: Browser) -> None:

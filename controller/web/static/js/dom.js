@@ -66,6 +66,19 @@ export function field(label, input, { hint, name } = {}) {
     h("label", { for: id }, label), input, hint ? h("small", {}, hint) : null, error);
 }
 
+/** Show `text` at the field named by `loc` ("config.max_model_len" → "config"). */
+export function fieldError(form, loc, text) {
+  let wrapper = null;
+  for (let parts = loc.split("."); parts.length && !wrapper; parts.pop()) {
+    wrapper = form.querySelector(`.field[data-field="${parts.join(".")}"]`);
+  }
+  if (!wrapper) return false;
+  const slot = wrapper.querySelector(".field-error");
+  slot.textContent = slot.textContent ? `${slot.textContent}; ${text}` : text;
+  wrapper.querySelector("input, select, textarea").setAttribute("aria-invalid", "true");
+  return true;
+}
+
 /** Ask before a destructive action; resolves true when confirmed. */
 export function confirmDialog(message, confirmLabel = "Delete") {
   return new Promise((resolve) => {

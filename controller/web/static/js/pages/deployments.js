@@ -1,11 +1,13 @@
-// Deployments: the filtered list (statuses live), the create form (the API's
-// validation messages shown at their fields) and the detail page with live
-// status, the engine's log followed over /ws/logs, and delete (admins).
+// Deployments: the filtered list (statuses and ready/desired replicas live), the
+// create form (the API's validation messages shown at their fields) and the
+// detail page with live status, its instances, the engine's log followed over
+// /ws/logs, and for admins scale, update, stop / start and delete.
 
 import { api, ApiError, get } from "../api.js";
 import {
-  alertBox, clear, confirmDialog, debounce, field, h, pageHeader, statusBadge, toast, when,
+  alertBox, clear, confirmDialog, debounce, field, fieldError, h, pageHeader, statusBadge, toast, when,
 } from "../dom.js";
+import { instancesTable, replicasText, scaleForm, stopStartButton, updateForm } from "../instances.js";
 import { openSocket } from "../live.js";
 import { STATUSES } from "./overview.js";
 
@@ -33,7 +35,7 @@ export async function renderList(ctx) {
     workers.map((w) => h("option", { value: w.id, selected: params.get("worker_id") === w.id }, w.name)));
   const body = h("tbody");
   const table = h("table", { className: "table", "aria-label": "Deployments" },
-    h("thead", {}, h("tr", {}, ["Name", "Model", "Backend", "Status", "Worker", "Port", "Created"].map((c) => h("th", { scope: "col" }, c)))),
+    h("thead", {}, h("tr", {}, ["Name", "Model", "Backend", "Status", "Replicas", "Worker", "Port", "Created"].map((c) => h("th", { scope: "col" }, c)))),
     body);
   const empty = h("p", { className: "muted" });
 
@@ -47,6 +49,8 @@ export async function renderList(ctx) {
       h("td", {}, d.model),
       h("td", {}, d.backend),
       h("td", { className: "status-cell" }, statusBadge(d.status)),
+      h("td", { dataset: { replicas: replicasText(d) }, title: `${d.ready_replicas} ready of ${d.replicas} wanted` },
+        replicasText(d), d.stopped ? h("small", {}, " stopped") : null),
       h("td", {}, names.get(d.worker_id) || (d.worker_id ? d.worker_id.slice(0, 8) : "unplaced")),
       h("td", {}, d.port ?? "–"),
       h("td", {}, when(d.created_at)))));
@@ -71,6 +75,7 @@ export async function renderCreate(ctx) {
   const name = h("input", { name: "name", required: true, placeholder: "qwen-0-5b", autocomplete: "off" });
   const backend = h("select", { name: "backend" }, BACKENDS.map((b) => h("option", { value: b }, b)));
   const model = h("input", { name: "model", required: true, placeholder: "Qwen/Qwen2.5-0.5B-Instruct" });
+  const replicas = h("input", { name: "replicas", type: "number", min: "0", step: "1", value: "1", inputmode: "numeric" });
   const worker = h("select", { name: "worker_id" },
     h("option", { value: "" }, "Automatic (the scheduler picks)"),
     workers.map((w) => h("option", { value: w.id, disabled: w.status !== "online" },
@@ -84,7 +89,8 @@ export async function renderCreate(ctx) {
     field("Name", name, { hint: "Lowercase letters, digits, . _ -; becomes the model id in the gateway" }),
     field("Backend", backend),
     field("Model", model, { hint: "A Hugging Face model id" }),
-    field("Worker", worker),
+    field("Replicas", replicas, { hint: "Instances to run, spread over workers" }),
+    field("Worker", worker, { hint: "A worker here puts every replica on it" }),
     h("fieldset", {}, h("legend", {}, "Config"),
       field("GPU memory utilization", gpuMemory, { name: "config.gpu_memory_utilization" }),
       field("Max model length", maxLen, { name: "config.max_model_len" }),
@@ -102,12 +108,15 @@ export async function renderCreate(ctx) {
     try {
       config = extra.value.trim() ? JSON.parse(extra.value) : {};
     } catch (error) {
-      showFieldError(form, "config", `Not valid JSON: ${error.message}`);
+      fieldError(form, "config", `Not valid JSON: ${error.message}`);
       return;
     }
     if (gpuMemory.value) config.gpu_memory_utilization = Number(gpuMemory.value);
     if (maxLen.value) config.max_model_len = Number(maxLen.value);
     const body = { name: name.value.trim(), backend: backend.value, model: model.value.trim(), config };
+    const count = replicas.value.trim();
+    // Sent as typed when it is not a whole number, so the API names the field.
+    if (count) body.replicas = /^\d+$/.test(count) ? Number(count) : count;
     if (worker.value) body.worker_id = worker.value;
     try {
       const created = await api("POST", "/api/deployments", body);
@@ -118,7 +127,7 @@ export async function renderCreate(ctx) {
       const unplaced = [];
       for (const err of error.errors) {
         const loc = err.loc.filter((part) => part !== "body").join(".");
-        if (!showFieldError(form, loc, err.msg)) unplaced.push(`${loc}: ${err.msg}`);
+        if (!fieldError(form, loc, err.msg)) unplaced.push(`${loc}: ${err.msg}`);
       }
       if (!error.errors.length || unplaced.length) {
         clear(message, alertBox(error.errors.length ? unplaced.join("; ") : error.message));
@@ -129,18 +138,6 @@ export async function renderCreate(ctx) {
   name.focus();
 }
 
-function showFieldError(form, loc, text) {
-  let wrapper = null;
-  for (let parts = loc.split("."); parts.length && !wrapper; parts.pop()) {
-    wrapper = form.querySelector(`.field[data-field="${parts.join(".")}"]`);
-  }
-  if (!wrapper) return false;
-  const slot = wrapper.querySelector(".field-error");
-  slot.textContent = slot.textContent ? `${slot.textContent}; ${text}` : text;
-  wrapper.querySelector("input, select, textarea").setAttribute("aria-invalid", "true");
-  return true;
-}
-
 export async function renderDetail(ctx, id) {
   // Subscribed before the first read; every change re-reads the deployment, so
   // what is shown converges on the stored state whatever the timing.
@@ -149,7 +146,7 @@ export async function renderDetail(ctx, id) {
   const refresh = debounce(async () => {
     const fresh = await get(`/api/deployments/${id}`).catch(() => null);
     if (fresh) deployment = fresh;
-    if (loaded) drawFacts();
+    if (loaded) draw();
   }, 50);
   ctx.onEvent((message) => {
     if ((message.type === "deployment" && message.deployment.id === id) || message.type === "resync") refresh();
@@ -161,21 +158,43 @@ export async function renderDetail(ctx, id) {
   const logState = h("p", { className: "muted log-state", role: "status" }, "Connecting…");
   const gone = h("div");
 
-  function drawFacts() {
+  const instances = h("div");
+  const headActions = h("div", { className: "actions" });
+  const rollout = h("div");
+  const actionMessage = h("div", { "aria-live": "assertive" });
+  const scale = ctx.isAdmin ? scaleForm(deployment, saved) : null;
+  const update = ctx.isAdmin ? updateForm(deployment, saved) : null;
+
+  /** The API's answer to one of our own changes: shown at once. */
+  function saved(fresh) {
+    deployment = fresh;
+    draw();
+  }
+
+  function draw() {
     const d = deployment;
     const rows = [
-      ["Status", h("span", { className: "status-cell" }, statusBadge(d.status))],
+      ["Status", h("span", { className: "status-cell" }, statusBadge(d.status), d.stopped ? h("small", {}, " (stopped)") : null)],
       ["Message", d.status_message || "–"],
+      ["Replicas", h("span", { dataset: { testid: "replicas" } }, `${replicasText(d)} ready`)],
       ["Model", d.model],
       ["Backend", d.backend],
       ["Worker", d.worker_id ? h("a", { href: `#/workers/${d.worker_id}` }, workers.get(d.worker_id) || d.worker_id) : "unplaced"],
       ["Port", d.port ?? "–"],
       ["GPUs", (d.gpu_indices || []).join(", ") || "none"],
       ["Container", d.container_id ? d.container_id.slice(0, 12) : "–"],
+      ["Spec version", String(d.spec_version ?? 1)],
       ["Created", when(d.created_at)],
       ["Config", h("code", {}, JSON.stringify(d.config || {}))],
     ];
     clear(facts, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+    clear(instances, h("h2", {}, "Instances"), instancesTable(d, workers));
+    clear(rollout, d.rollout_error ? alertBox(`Rolling update halted: ${d.rollout_error}`) : null);
+    clear(headActions,
+      d.status === "running" ? h("a", { className: "button secondary", href: `#/playground?model=${encodeURIComponent(d.name)}` }, "Open in playground") : null,
+      ctx.isAdmin ? stopStartButton(d, saved, actionMessage) : null,
+      remove);
+    scale?.show(d);
   }
 
   const follow = openSocket(`/ws/logs/${id}?tail=500`, {
@@ -185,6 +204,10 @@ export async function renderDetail(ctx, id) {
         logs.append(message.data);
         if (atBottom) logs.scrollTop = logs.scrollHeight;
         logState.textContent = "Following the log live.";
+      } else if (message.type === "instance") {
+        // Another instance's log from here on (scaled down, rolled, restarted elsewhere).
+        if (logs.textContent) logs.append(`── instance ${message.id.slice(0, 8)} ──\n`);
+        logState.textContent = `Following instance ${message.id.slice(0, 8)}.`;
       } else if (message.type === "notice") {
         logState.textContent = message.message;
       } else if (message.type === "ready") {
@@ -202,21 +225,22 @@ export async function renderDetail(ctx, id) {
     ? h("button", {
       type: "button", className: "danger",
       async onclick() {
-        if (!(await confirmDialog(`Delete deployment ${deployment.name}? Its container is stopped and removed.`))) return;
+        if (!(await confirmDialog(`Delete deployment ${deployment.name}? Its containers are stopped and removed.`))) return;
         await api("DELETE", `/api/deployments/${id}`);
         toast(`Deployment ${deployment.name} deleted`);
         location.hash = "#/deployments";
       },
     }, "Delete")
     : null;
-  drawFacts();
+  draw();
   loaded = true;
   clear(ctx.view,
     h("p", { className: "crumbs" }, h("a", { href: "#/deployments" }, "Deployments"), " / "),
-    pageHeader(deployment.name,
-      deployment.status === "running" ? h("a", { className: "button secondary", href: `#/playground?model=${encodeURIComponent(deployment.name)}` }, "Open in playground") : null,
-      remove),
-    gone,
+    h("div", { className: "page-head" }, h("h1", {}, deployment.name), headActions),
+    gone, actionMessage, rollout,
     h("section", { className: "card" }, facts),
+    h("section", { className: "card" }, instances),
+    ctx.isAdmin ? h("section", { className: "card", "aria-label": "Change" }, h("h2", {}, "Change"),
+      h("div", { className: "changes" }, scale.element, update)) : null,
     h("section", { className: "card" }, h("h2", {}, "Engine log"), logState, logs));
 }

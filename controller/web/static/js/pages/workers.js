@@ -1,6 +1,6 @@
-// Workers: the list (status and GPUs live) and a worker's detail with per-GPU
-// live charts (utilization, memory: the samples seen since the page opened),
-// its containers (asked of the agent) and its deployments.
+// Workers: the list (status and GPUs live, labels) and a worker's detail with
+// its labels, per-GPU live charts (utilization, memory: the samples seen since
+// the page opened), its containers (asked of the agent) and its deployments.
 
 import { ApiError, get } from "../api.js";
 import { lineChart } from "../charts.js";
@@ -8,6 +8,14 @@ import { alertBox, clear, h, mib, pageHeader, statusBadge, when } from "../dom.j
 import { gpuMeters } from "./overview.js";
 
 const HISTORY = 60;
+
+/** The agent's labels (--label key=value) as chips; "none" without any. */
+export function labelChips(worker) {
+  const entries = Object.entries(worker.labels || {}).sort(([a], [b]) => a.localeCompare(b));
+  if (!entries.length) return h("span", { className: "muted" }, "none");
+  return h("ul", { className: "labels", "aria-label": `Labels of ${worker.name}` },
+    entries.map(([key, value]) => h("li", { className: "label", dataset: { label: key } }, `${key}=${value}`)));
+}
 
 export async function renderList(ctx) {
   const workers = new Map((await get("/api/workers")).items.map((w) => [w.id, w]));
@@ -18,6 +26,7 @@ export async function renderList(ctx) {
       h("td", {}, h("a", { href: `#/workers/${w.id}` }, w.name)),
       h("td", {}, statusBadge(w.status)),
       h("td", {}, w.advertise_address || "–"),
+      h("td", {}, labelChips(w)),
       h("td", {}, String(w.gpu_info?.count ?? 0)),
       h("td", {}, (w.gpu_info?.devices || []).map((g) => `${g.utilization ?? 0}%`).join(" · ") || "–"),
       h("td", {}, when(w.last_heartbeat)))));
@@ -33,7 +42,7 @@ export async function renderList(ctx) {
   clear(ctx.view, pageHeader("Workers"),
     workers.size ? null : h("p", { className: "muted" }, "No worker has joined yet. Start lmstack-agent on a GPU host."),
     h("div", { className: "scroll" }, h("table", { className: "table", "aria-label": "Workers" },
-      h("thead", {}, h("tr", {}, ["Name", "Status", "Address", "GPUs", "Utilization", "Last heartbeat"].map((c) => h("th", { scope: "col" }, c)))),
+      h("thead", {}, h("tr", {}, ["Name", "Status", "Address", "Labels", "GPUs", "Utilization", "Last heartbeat"].map((c) => h("th", { scope: "col" }, c)))),
       body)));
 }
 
@@ -62,6 +71,7 @@ export async function renderDetail(ctx, id) {
       h("dl", { className: "facts" },
         h("dt", {}, "Address"), h("dd", {}, worker.advertise_address || "–"),
         h("dt", {}, "Agent"), h("dd", {}, worker.agent_version || "–"),
+        h("dt", {}, "Labels"), h("dd", {}, labelChips(worker)),
         h("dt", {}, "Host"), h("dd", {}, `${worker.system_info?.hostname || "–"} · ${worker.system_info?.cpu_count ?? "?"} CPUs · ${mib(Math.round((worker.system_info?.memory_total || 0) / 1048576))}`),
         h("dt", {}, "Last heartbeat"), h("dd", {}, when(worker.last_heartbeat))));
     clear(meters, h("h2", {}, "GPUs"), gpuMeters(worker));
