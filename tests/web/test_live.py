@@ -211,3 +211,38 @@ async def test_logs_say_why_while_the_worker_is_offline(
     async with socket(controller, f"/ws/logs/{deployment_id}", controller.admin_token) as ws:
         notice = await next_event(ws, lambda m: m["type"] == "notice")
         assert "offline" in notice["message"]
+
+
+async def test_logs_move_to_the_next_instance_when_a_rollout_replaces_it(
+    controller: Controller, tmp_path: Path
+) -> None:
+    runtimes = [MemoryRuntime(), MemoryRuntime()]
+    async with (
+        run_agent(controller, runtimes[0], tmp_path / "a", name="gpu-a",
+                  engine_port_range="41000-41009"),
+        run_agent(controller, runtimes[1], tmp_path / "b", name="gpu-b",
+                  engine_port_range="41010-41019"),
+    ):  # fmt: skip
+        created = await controller.create_deployment(name="tiny", model="stand-in/tiny")
+        deployment_id = created["id"]
+        path = f"/ws/logs/{deployment_id}?tail=50"
+        async with socket(controller, path, controller.admin_token) as ws:
+            first = await next_event(ws, lambda m: m["type"] == "instance")
+            logs = await next_event(ws, lambda m: m["type"] == "logs")
+            assert "engine vllm serving stand-in/tiny" in logs["data"]
+
+            status, body = await controller.admin(
+                "PATCH", f"/api/deployments/{deployment_id}", json={"config": {"dtype": "half"}}
+            )
+            assert status == 200, body
+            # The old instance is drained and stopped: the log follows its successor.
+            moved = await next_event(ws, lambda m: m["type"] == "instance", timeout=10)
+            assert moved["id"] != first["id"]
+            again = await next_event(ws, lambda m: m["type"] == "logs")
+            assert "engine vllm serving stand-in/tiny" in again["data"]
+
+            async def instances() -> list[tuple[str, str]]:
+                _, now = await controller.admin("GET", f"/api/deployments/{deployment_id}")
+                return [(i["id"], i["worker_id"]) for i in now["instances"]]
+
+            await eventually(instances, lambda seen: seen == [(moved["id"], moved["worker_id"])])
