@@ -31,13 +31,14 @@ class Fleet:
 
 @pytest.fixture
 async def fleet(controller: Controller, tmp_path: Path) -> AsyncIterator[Fleet]:
-    """Agents ``gpu-a`` and ``gpu-b`` (two GPUs each), disjoint engine port ranges."""
+    """Agents ``gpu-a`` (labelled) and ``gpu-b`` (two GPUs each), disjoint engine
+    port ranges."""
     runtimes = {"gpu-a": MemoryRuntime(), "gpu-b": MemoryRuntime()}
     ranges = {"gpu-a": "41000-41009", "gpu-b": "41010-41019"}
     async with (
         run_agent(
             controller, runtimes["gpu-a"], tmp_path / "a", name="gpu-a",
-            engine_port_range=ranges["gpu-a"],
+            engine_port_range=ranges["gpu-a"], labels={"zone": "eu", "gpu": "h100"},
         ) as a,
         run_agent(
             controller, runtimes["gpu-b"], tmp_path / "b", name="gpu-b",
@@ -215,6 +216,18 @@ async def test_changes_need_an_admin(admin_cli: Cli, other_cli: Cli, fleet: Flee
         refused = await other_cli("deployments", *args)
         assert refused.code == 3, (args, refused)
     assert (await deployment(fleet.ctl, "tiny"))["replicas"] == 1
+
+
+async def test_workers_show_their_labels(admin_cli: Cli, fleet: Fleet) -> None:
+    # The GPUs column has spaces: cut the LABELS column at its header's offsets.
+    head, *lines = (await admin_cli.ok("workers", "list")).out.splitlines()
+    start, end = head.index("LABELS"), head.index("AGENT")
+    shown = {line.split()[1]: line[start:end].strip() for line in lines}
+    assert shown == {"gpu-a": "gpu=h100,zone=eu", "gpu-b": "-"}
+    got = (await admin_cli.ok("workers", "get", "gpu-a")).out
+    assert "Labels:" in got and "gpu=h100,zone=eu" in got
+    listed = (await admin_cli.ok("workers", "list", "--json")).json()["items"]
+    assert {w["name"]: w["labels"] for w in listed}["gpu-a"] == {"gpu": "h100", "zone": "eu"}
 
 
 def test_worker_labels_print_sorted() -> None:

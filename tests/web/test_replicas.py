@@ -2,7 +2,8 @@
 two live agents (in-memory runtimes, fake-NVML GPUs): the Replicas field of the
 create form, ready/desired in the list, the instances table, scale (and its
 409), update (the API's 422 at the config field, then a rolling update), stop /
-start, worker labels, and no change controls for a non-admin."""
+start, worker labels in the list and on the worker's page, and no change
+controls for a non-admin."""
 
 from __future__ import annotations
 
@@ -36,11 +37,12 @@ class Fleet:
 
 @pytest.fixture
 async def fleet(controller: Controller, tmp_path: Path) -> AsyncIterator[Fleet]:
-    """Agents ``gpu-a`` and ``gpu-b``, two GPUs each, disjoint engine port ranges."""
+    """Agents ``gpu-a`` (labelled) and ``gpu-b``, two GPUs each, disjoint engine
+    port ranges."""
     async with (
         run_agent(
             controller, MemoryRuntime(), tmp_path / "a", name="gpu-a",
-            engine_port_range="41000-41009",
+            engine_port_range="41000-41009", labels={"gpu": "h100", "zone": "eu"},
         ) as a,
         run_agent(
             controller, MemoryRuntime(), tmp_path / "b", name="gpu-b",
@@ -78,6 +80,10 @@ async def test_replicas_scale_update_stop_start(fleet: Fleet, browser: Browser) 
     await page.get_by_role("link", name="New deployment").click()
     await page.get_by_label("Name").fill(NAME)
     await page.get_by_label("Model", exact=True).fill("stand-in/tiny")
+    await page.get_by_label("Replicas").fill("-1")
+    await page.get_by_role("button", name="Create deployment").click()
+    await expect(page.locator('.field[data-field="replicas"] .field-error')).not_to_be_empty()
+    await expect(page.get_by_label("Replicas")).to_have_attribute("aria-invalid", "true")
     await page.get_by_label("Replicas").fill("2")
     await page.get_by_role("button", name="Create deployment").click()
     await expect(page.get_by_role("heading", name=NAME)).to_be_visible()
@@ -156,6 +162,23 @@ async def test_replicas_scale_update_stop_start(fleet: Fleet, browser: Browser) 
     await nav.get_by_role("link", name="Deployments").click()
     row = page.get_by_role("table", name="Deployments").locator(f'tr[data-id="{deployment_id}"]')
     await expect(row.locator("[data-replicas]")).to_have_text("1/1")
+
+    # -- worker labels, in the list and on the worker's page
+    await nav.get_by_role("link", name="Workers").click()
+    workers = page.get_by_role("table", name="Workers")
+    labelled = workers.get_by_role("list", name="Labels of gpu-a")
+    await expect(labelled.get_by_role("listitem")).to_have_text(["gpu=h100", "zone=eu"])
+    await expect(workers.get_by_role("list", name="Labels of gpu-b")).to_have_count(0)
+    await page.get_by_role("link", name="gpu-a").click()
+    await expect(
+        page.locator(".facts").get_by_role("list", name="Labels of gpu-a")
+    ).to_contain_text("zone=eu")
+    await shot(page, "23-worker-labels")
+    # The instance's worker lists its container with the instance's short id.
+    [instance] = (await stored(ctl, deployment_id))["instances"]
+    await page.goto(f"{ctl.url}/#/workers/{instance['worker_id']}")
+    containers = page.get_by_role("table", name="Containers")
+    await expect(containers).to_contain_text(instance["id"][:8])
 
     # -- a viewer sees the instances but no control that changes them
     status, _ = await ctl.admin(

@@ -88,11 +88,13 @@ export async function renderDetail(ctx, id) {
       const list = await get(`/api/workers/${id}/containers`);
       clear(containers, h("h2", {}, "Containers"), list.containers.length
         ? h("div", { className: "scroll" }, h("table", { className: "table", "aria-label": "Containers" },
-          h("thead", {}, h("tr", {}, ["Name", "State", "Image", "Port", "Deployment"].map((c) => h("th", { scope: "col" }, c)))),
+          h("thead", {}, h("tr", {}, ["Name", "State", "Image", "Port", "Deployment", "Instance"].map((c) => h("th", { scope: "col" }, c)))),
           h("tbody", {}, list.containers.map((c) => h("tr", {},
-            h("td", {}, c.name), h("td", {}, statusBadge(c.status)), h("td", {}, c.image),
+            h("td", {}, c.name, c.foreign ? h("small", { title: "Another cluster's: never stopped or removed here" }, " (foreign)") : null),
+            h("td", {}, statusBadge(c.status)), h("td", {}, c.image),
             h("td", {}, c.port ?? "–"),
-            h("td", {}, c.deployment_id ? h("a", { href: `#/deployments/${c.deployment_id}` }, c.deployment_id.slice(0, 8)) : "–"))))))
+            h("td", {}, c.deployment_id ? h("a", { href: `#/deployments/${c.deployment_id}` }, c.deployment_id.slice(0, 8)) : "–"),
+            h("td", {}, c.instance_id ? h("code", { title: c.instance_id }, c.instance_id.slice(0, 8)) : "–"))))))
         : h("p", { className: "muted" }, "No LMStack containers on this worker."));
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
