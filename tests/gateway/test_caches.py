@@ -73,3 +73,27 @@ async def test_a_route_loaded_across_an_invalidation_is_not_kept(stack: Stack) -
     finally:
         event.remove(engine, "before_cursor_execute", count)
     assert loads == 2
+
+
+async def test_a_lookup_after_an_invalidation_never_joins_an_older_load(stack: Stack) -> None:
+    routes = stack.ctl.app[GATEWAY].routes
+    loads = 0
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        nonlocal loads
+        if "LEFT OUTER JOIN workers" in statement and "deployments.name" in statement:
+            loads += 1
+
+    engine = stack.ctl.app[appkeys.DATABASE].engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        routes.invalidate()
+        loading = asyncio.create_task(routes.lookup(MODEL))
+        await asyncio.sleep(0)  # the query is on its way
+        routes.invalidate()  # e.g. an instance committed as draining meanwhile
+        # Not the answer of the load in flight: it may have read the old state.
+        assert (await routes.lookup(MODEL)) is not None
+        assert (await loading) is not None
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert loads == 2
