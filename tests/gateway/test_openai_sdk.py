@@ -8,9 +8,10 @@ from typing import Any
 
 import openai
 import pytest
+from sqlalchemy import update
 
 from controller import appkeys
-from controller.store import Deployment
+from controller.store import Deployment, Instance
 from tests.gateway.conftest import MODEL, Stack
 from tests.waiting import eventually
 
@@ -165,6 +166,10 @@ async def test_deployment_not_running_is_503(stack: Stack) -> None:
         row = await session.get(Deployment, stack.deployment_id)
         assert row is not None
         row.status = "starting"
+        # The agent reports per instance: its instances are what the gateway routes to.
+        await session.execute(
+            update(Instance).where(Instance.deployment_id == row.id).values(status="starting")
+        )
         await session.commit()
     stack.ctl.app[appkeys.FLEET].changed()
     async with async_client(stack) as client:
