@@ -43,9 +43,7 @@ from bench.fleetbench import (
     online_workers,
     percentile,
 )
-from controller.store import Database
 from shared.settings import AgentSettings
-from tests.gateway.instances import mirror_instance
 from tests.runtime.memory_runtime import MemoryRuntime
 
 ROUNDS = 8
@@ -154,11 +152,6 @@ async def gateway_stack() -> AsyncIterator[GatewayStack]:
                     assert resp.status == 201, await resp.text()
                     deployment_id = (await resp.json())["id"]
                 await running(ctl, http, deployment_id)
-                db = Database(f"sqlite+aiosqlite:///{(ctl.data_dir / 'lmstack.db').resolve()}")
-                try:
-                    await mirror_instance(db, deployment_id)
-                finally:
-                    await db.close()
                 yield GatewayStack(http, ctl, port)
             finally:
                 agent.cancel()

@@ -22,7 +22,6 @@ from controller.store import Database
 from tests.conftest import Controller
 from tests.dockerutil import free_port
 from tests.fleetutil import RunningAgent, run_agent
-from tests.gateway.instances import mirror_instance
 from tests.runtime.memory_runtime import MemoryRuntime
 from tests.waiting import eventually
 
@@ -146,7 +145,6 @@ async def make_stack(
                 message=lambda answer: f"deployment never ran: {answer}",
             )
             assert row["port"] == port
-            await mirror_instance(ctl.app[appkeys.DATABASE], created["id"])
             _, key = await ctl.admin("POST", "/api/api-keys", json={"name": "app"})
             yield Stack(ctl, agent, runtime, engine, created["id"], key["key"])
     finally:

@@ -9,32 +9,10 @@ service's reconciliation sees nothing to scale.
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from controller.store import Database, Deployment, Instance
 from shared.status import DeploymentStatus
-
-
-async def mirror_instance(db: Database, deployment_id: str) -> None:
-    """Make sure the running deployment has an instance row: when it has
-    none (a deployment service that writes only the deployment row), the one
-    its row describes, with the deployment's id, as migration 0005 makes it."""
-    async with db.session() as session:
-        mine = Instance.deployment_id == deployment_id
-        count = await session.scalar(select(func.count()).select_from(Instance).where(mine))
-        if count:
-            return
-        row = await session.get(Deployment, deployment_id)
-        assert row is not None and row.status == DeploymentStatus.RUNNING, row
-        session.add(
-            Instance(
-                id=row.id, deployment_id=row.id, worker_id=row.worker_id, port=row.port,
-                gpu_indices=list(row.gpu_indices), container_id=row.container_id,
-                status=row.status, spec_version=row.spec_version, model=row.model,
-                config=dict(row.config),
-            )
-        )  # fmt: skip
-        await session.commit()
 
 
 async def instance_ids(db: Database, deployment_id: str) -> list[str]:

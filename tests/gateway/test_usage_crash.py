@@ -27,13 +27,11 @@ from typing import IO, Any
 import aiohttp
 
 from agent.session import AgentSession
-from controller.store import Database
 from shared.settings import AgentSettings
 from tests.agent.controller_stub import FakeGpuReader
 from tests.conftest import ADMIN_PASSWORD, AGENT_TOKEN
 from tests.dockerutil import free_port
 from tests.gateway.conftest import MODEL, start_engine
-from tests.gateway.instances import mirror_instance
 from tests.runtime.memory_runtime import MemoryRuntime
 from tests.waiting import eventually
 
@@ -53,10 +51,6 @@ class ControllerProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def database_url(self) -> str:
-        return f"sqlite+aiosqlite:///{(self.data_dir / 'lmstack.db').resolve()}"
 
     async def start(self, http: aiohttp.ClientSession) -> None:
         env = {
@@ -147,7 +141,7 @@ async def agent_connected(grpc_port: int, state_dir: Path) -> AsyncIterator[Agen
             await task
 
 
-async def running_deployment(api: Api, agent: AgentSession, database_url: str) -> None:
+async def running_deployment(api: Api, agent: AgentSession) -> None:
     await eventually(lambda: agent.worker_id, message="the agent never joined")
     await eventually(
         lambda: api.call("GET", f"/api/workers/{agent.worker_id}"),
@@ -161,11 +155,6 @@ async def running_deployment(api: Api, agent: AgentSession, database_url: str) -
         lambda answer: answer[1]["status"] == "running",
         message=lambda answer: f"deployment never ran: {answer}",
     )
-    db = Database(database_url)
-    try:
-        await mirror_instance(db, created["id"])
-    finally:
-        await db.close()
 
 
 def usage_of(data: bytes, stream: bool) -> dict[str, Any] | None:
@@ -222,7 +211,7 @@ async def test_usage_survives_sigkill_under_traffic(tmp_path: Path) -> None:
                 api = Api(http, ctl.url)
                 await api.login()
                 async with agent_connected(ctl.grpc_port, tmp_path / "agent") as agent:
-                    await running_deployment(api, agent, ctl.database_url)
+                    await running_deployment(api, agent)
                     _, key = await api.call("POST", "/api/api-keys", json={"name": "app"})
                     seen = await traffic_until_killed(http, ctl, key["key"])
                     assert seen.refusals == [], seen.refusals
