@@ -133,9 +133,7 @@ async def _running(
                 limits_clock=limits_clock,
             )
         )  # fmt: skip
-        drains = getattr(app[GATEWAY], "in_flight", None)
-        if drains is not None:
-            deployments.use_drains(drains)
+        deployments.use_in_flight(app[GATEWAY].in_flight)
         # Unwound in reverse: the loop ends first, then the drains in progress.
         stack.push_async_callback(deployments.close)
         await enter(
