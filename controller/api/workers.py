@@ -6,7 +6,6 @@ scheduler's ledger and the worker's free capacity; they never change it.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from aiohttp import web
@@ -30,9 +29,7 @@ from controller.store import Deployment, Instance, Worker
 from shared.errors import NotFound
 
 
-def _fields(
-    row: Worker, scheduler: Scheduler, owners: dict[str, str] | None = None
-) -> dict[str, Any]:
+def _fields(row: Worker, scheduler: Scheduler, owners: dict[str, str]) -> dict[str, Any]:
     return {
         "id": row.id,
         "name": row.name,
@@ -40,7 +37,7 @@ def _fields(
         "advertise_address": row.advertise_address,
         "agent_version": row.agent_version,
         "runtime_error": row.runtime_error,
-        **_gpu_allocation(row, scheduler, owners or {}),
+        **_gpu_allocation(row, scheduler, owners),
         "engine_ports": _engine_ports(row, scheduler),
         "labels": dict(row.labels or {}),
         "last_heartbeat": row.last_heartbeat,
@@ -101,12 +98,7 @@ async def get_worker(request: web.Request) -> web.Response:
             select(Deployment.id).where(Deployment.worker_id == worker_id)
         )
         deployment_ids = sorted({*owners.values(), *aggregated})
-    service = request.app[appkeys.DEPLOYMENTS]
-    views = []
-    for deployment_id in deployment_ids:
-        with contextlib.suppress(NotFound):  # deleted meanwhile
-            views.append(await service.get(deployment_id))
-    views.sort(key=lambda v: (v.row.created_at, v.row.id))
+    views = await request.app[appkeys.DEPLOYMENTS].views(deployment_ids)
     detail = WorkerDetail(
         **_fields(row, request.app[appkeys.SCHEDULER], owners),
         system_info=row.system_info or {},

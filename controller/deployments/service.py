@@ -117,6 +117,18 @@ class DeploymentService:
             instances = await named_instances(session, [row.id])
             return DeploymentView(row, instances.get(row.id, []))
 
+    async def views(self, deployment_ids: Sequence[str]) -> list[DeploymentView]:
+        """Those of ``deployment_ids`` that exist, in creation order."""
+        async with self._db.session() as session:
+            rows = await session.scalars(
+                select(Deployment)
+                .where(Deployment.id.in_(list(deployment_ids)))
+                .order_by(Deployment.created_at, Deployment.id)
+            )
+            found = list(rows)
+            instances = await named_instances(session, [row.id for row in found])
+            return [DeploymentView(row, instances.get(row.id, [])) for row in found]
+
     async def page(
         self, query: DeploymentListQuery, columns: Sequence[InstrumentedAttribute[Any]]
     ) -> tuple[list[RowMapping], NamedInstances, int]:

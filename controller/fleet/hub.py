@@ -15,8 +15,8 @@ Guarantees:
 * Live changes are published on ``Fleet.events`` (``controller.events``):
   deployment statuses, deletions, workers going online/offline, and GPU
   statistics at most once per ``GPU_PUSH_SECONDS`` per worker.
-* A log follow (``follow_logs``) also ends when the deployment is stopped for
-  deletion, and leaving it sends ``StopFollow``.
+* A log follow (``follow_logs``) also ends when its instance is stopped, and
+  leaving it sends ``StopFollow``.
 * Container listings mark each container ``foreign`` unless it belongs to this
   controller's cluster (``controller.fleet.ownership``).
 

@@ -6,20 +6,24 @@ first is ``INVALID_ARGUMENT``), check the protocol version
 worker, answer Welcome, reconcile desired against reported containers, then
 read the agent's messages while writing its commands until either side ends.
 
-Reconciliation is level-triggered: every deployment assigned to the worker is
-sent as Deploy (the agent leaves a running container with the same spec alone,
-so running ones are adopted without a restart, missing ones are started), and
-every reported container of this controller's cluster whose deployment is not
-assigned to the worker (an orphan) is stopped and removed. Containers of
+Reconciliation is level-triggered: every instance assigned to the worker is
+sent as Deploy with the spec it runs (the agent leaves a running container with
+the same spec alone, so running ones are adopted without a restart, missing ones
+are started), and every reported container of this controller's cluster whose
+instance is not assigned to the worker (an orphan: deleted, scaled away, or
+rescheduled while the worker was lost) is stopped and removed. A container made
+before instances is the instance of its deployment's id (migration 0005). Containers of
 another cluster are left running (``controller.fleet.ownership`` says which are
 ours), and the Welcome carries the cluster id the agent labels containers with.
 
-A status report for a deployment this controller does not have (deleted while
-it was starting) is answered with a Stop, unless it says the container is gone
-or failing already (``stopping``, ``stopped``, ``error``): an error report
-leaves no running container behind (a failed deploy removes its own; an exited
-engine is an orphan the next Hello removes), and answering it could start a
-loop with an agent that refuses to stop another cluster's container.
+A status report is stored on its instance, with the restarts, last exit code and
+start time the agent reports, and the deployment's aggregate is refreshed in the
+same transaction. A report for an instance this controller does not have
+(removed while it was starting, or meanwhile) is answered with a Stop, unless
+it says the container is gone or failing already (``stopping``, ``stopped``,
+``error``): an error report leaves no running container behind (a failed deploy
+removes its own; an exited engine is an orphan the next Hello removes), and
+answering it could start a loop with an agent that refuses to stop another cluster's container.
 
 The declared engine port range of a Hello is checked (``1 <= min <= max <=
 65535``, or both 0 for none; else ``INVALID_ARGUMENT``) and stored on the worker.
