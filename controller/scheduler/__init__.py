@@ -5,12 +5,19 @@ over-commits a GPU.
 
 * ``capacity``: what an instance asks for (the shared reservation rule).
 * ``ledger``: in-memory reservations per worker, GPU and port, by instance id.
-* ``placement``: the pure decision for one instance, its policies and its explanations.
+* ``decision``: the terms of one decision: candidate workers, request, placement.
+* ``placement``: the pure decision for one instance, and its policies.
+* ``refusal``: what a decision answers when nothing fits, and its wording.
 * ``replicas``: a batch of one deployment's instances: spread, and its refusal.
-* ``service``: ``Scheduler``, the ledger's owner, rebuilt from the store.
+* ``index``: the known workers by rank and by free capacity.
+* ``candidates``: the connected workers as placement sees them, and their index.
+* ``restore``: the ledger rebuilt from the store after a restart.
+* ``service``: ``Scheduler``, the ledger's owner, binding all of the above.
 """
 
+from controller.scheduler.candidates import LiveWorker
 from controller.scheduler.capacity import Demand, demand_for
+from controller.scheduler.decision import Placement, PlacementRequest, WorkerCandidate
 from controller.scheduler.ledger import (
     Allocation,
     Ledger,
@@ -18,20 +25,10 @@ from controller.scheduler.ledger import (
     PortRange,
     WorkerBook,
 )
-from controller.scheduler.placement import (
-    POLICIES,
-    Placement,
-    PlacementRequest,
-    Policy,
-    Refusal,
-    Rejection,
-    Unplaceable,
-    WorkerCandidate,
-    explain,
-    place,
-)
+from controller.scheduler.placement import POLICIES, Policy, place
+from controller.scheduler.refusal import Refusal, Rejection, Unplaceable, explain
 from controller.scheduler.replicas import ReplicaRefusal, ReplicaRequest, explain_replicas
-from controller.scheduler.service import GpuUsage, LiveWorker, Scheduler, build_scheduler
+from controller.scheduler.service import GpuUsage, Scheduler, build_scheduler
 
 __all__ = [
     "POLICIES",

@@ -27,8 +27,9 @@ import math
 from bisect import bisect_left, insort
 from typing import Any
 
+from controller.scheduler.decision import WorkerCandidate
 from controller.scheduler.ledger import WorkerBook
-from controller.scheduler.placement import Policy, WorkerCandidate, rank_key
+from controller.scheduler.placement import Policy, rank_key
 
 # GPU counts indexed by capacity; larger requests fall back to the rank scan.
 MAX_INDEXED_COUNT = 8

@@ -108,6 +108,23 @@ class WorkerBook:
         self.partial_free_sum = sum(max(0.0, f) for f in self.partial_frees)
         self.max_index = max(self.reserved, default=-1)
 
+    def has_free_port(self, ports: PortRange) -> bool:
+        """Whether some port of ``ports`` is not held here. Fewer holders than
+        ports means one is free (pigeonhole; holders outside ``ports`` only
+        make that truer), so only a nearly full worker pays for the scan."""
+        return len(self.ports) < ports.size or self.lowest_free_port(ports) is not None
+
+    def lowest_free_port(self, ports: PortRange) -> int | None:
+        """The lowest port of ``ports`` not held here, or ``None``."""
+        held = self.ports
+        for port in range(ports.low, ports.high + 1):
+            if port not in held:
+                return port
+        return None
+
+
+_EMPTY_BOOK = WorkerBook()
+
 
 class Ledger:
     def __init__(self) -> None:
@@ -122,6 +139,11 @@ class Ledger:
 
     def book(self, worker_id: str) -> WorkerBook | None:
         return self._books.get(worker_id)
+
+    def book_or_empty(self, worker_id: str) -> WorkerBook:
+        """The worker's book, or an empty one for a worker with no bookings
+        (shared by all of them: read it, never change it)."""
+        return self._books.get(worker_id, _EMPTY_BOOK)
 
     def allocation(self, instance_id: str) -> Allocation | None:
         return self._allocations.get(instance_id)

@@ -33,23 +33,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.scheduler.capacity import Demand
+from controller.scheduler.decision import Placement, PlacementRequest, WorkerCandidate
 from controller.scheduler.ledger import Ledger, PortRange, WorkerBook
-from controller.scheduler.placement import (
-    MAX_EXPLAINED,
-    Placement,
-    PlacementRequest,
-    Policy,
-    Rejection,
-    Unplaceable,
-    WorkerCandidate,
-    listing,
-    placement_on,
-    rank_key,
-    takes,
-)
+from controller.scheduler.placement import Policy, placement_on, rank_key, takes
+from controller.scheduler.refusal import MAX_EXPLAINED, Rejection, Unplaceable, listing
 from shared.engines import EngineConfig
-
-_EMPTY_BOOK = WorkerBook()
 
 
 @dataclass(frozen=True)
@@ -143,7 +131,7 @@ class ReplicaChooser:
         for worker in self._ranked:
             if worker.id in self._counts:
                 continue
-            book = self._book(worker)
+            book = self._ledger.book_or_empty(worker.id)
             if takes(self.request, worker, book, self._ports, self._policy):
                 return worker, book
         return None
@@ -157,7 +145,7 @@ class ReplicaChooser:
             worker = self._candidates.get(worker_id)
             if worker is None:
                 continue
-            book = self._book(worker)
+            book = self._ledger.book_or_empty(worker.id)
             if not takes(self.request, worker, book, self._ports, self._policy):
                 continue
             key = (count, *rank_key(worker, book, self._policy))
@@ -165,15 +153,12 @@ class ReplicaChooser:
                 best_key, best = key, (worker, book)
         return best
 
-    def _book(self, worker: WorkerCandidate) -> WorkerBook:
-        return self._ledger.book(worker.id) or _EMPTY_BOOK
-
 
 def explain_replicas(refusal: ReplicaRefusal, offline_names: Sequence[str] = ()) -> Unplaceable:
     """The 409 for a batch that did not fit: how many did and where, and why
     each worker (the first ``MAX_EXPLAINED`` by name) could not take the next
     one, the ``offline_names`` listed as offline. A single instance is worded
-    as ``placement.explain`` words it. For a pinned worker ``offline_names``
+    as ``refusal.explain`` words it. For a pinned worker ``offline_names``
     do not matter and are left out."""
     request, n, fitted = refusal.request, refusal.requested, refusal.fitted
     what = f"'{request.name}' ({refusal.demand.describe()})"

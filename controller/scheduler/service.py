@@ -22,16 +22,17 @@ Guarantees:
   its stored port (the ledger rebuilt by ``load`` holds it) until replaced.
 * ``config.worker_selector`` restricts every decision to the workers whose
   agent's labels (``--label``) hold all its pairs.
-* After a restart the ledger is rebuilt from the store (``load``) before the
-  API serves: every instance assigned to a worker holds its stored
-  ``gpu_indices`` (at the fraction ``shared.engines.reservation`` gives for its
-  deployment's backend and its own config) and its port, whatever its status,
-  until it is released.
+* After a restart the ledger is rebuilt from the store (``load``, see
+  ``restore``) before the API serves: every instance assigned to a worker
+  holds its stored ``gpu_indices`` (at the fraction
+  ``shared.engines.reservation`` gives for its deployment's backend and its own
+  config) and its port, whatever its status, until it is released.
 
 Speed: a decision never reads the store. Workers are kept sorted by their rank
-under the policy (it depends on their free capacity, not on the request), so a
-decision walks them from the best and stops at the first that fits; a batch of
-replicas walks them once (``replicas``).
+under the policy (it depends on their free capacity, not on the request;
+``candidates`` keeps them, reindexing a worker on every booking and release),
+so a decision walks them from the best and stops at the first that fits; a
+batch of replicas walks them once (``replicas``).
 
 Concurrency: runs on the controller's event loop; every method is synchronous
 except ``load``. Mutations (``book``, ``place_replicas``, ``release``,
@@ -44,63 +45,26 @@ database would each keep their own ledger and could double-book.
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import logging
-import operator
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
 
-from sqlalchemy import select
-
-from controller.scheduler.capacity import EPSILON, Demand, demand_for
-from controller.scheduler.index import MAX_INDEXED_COUNT, CapEntry, WorkerIndex
-from controller.scheduler.ledger import Allocation, Ledger, LedgerConflict, PortRange, WorkerBook
-from controller.scheduler.placement import (
-    MAX_EXPLAINED,
-    POLICIES,
-    Placement,
-    PlacementRequest,
-    Refusal,
-    WorkerCandidate,
-    place,
-)
+from controller.scheduler.candidates import Candidates, LiveWorker
+from controller.scheduler.capacity import demand_for
+from controller.scheduler.decision import Placement, PlacementRequest, WorkerCandidate
+from controller.scheduler.ledger import Allocation, Ledger, LedgerConflict, PortRange
+from controller.scheduler.placement import POLICIES, place
+from controller.scheduler.refusal import MAX_EXPLAINED, Refusal
 from controller.scheduler.replicas import (
     ReplicaChooser,
     ReplicaRefusal,
     ReplicaRequest,
     selector_of,
 )
-from controller.store import Database, Deployment, Instance
-from shared.engines import EngineConfig, reservation
+from controller.scheduler.restore import restore_ledger
+from controller.store import Database
+from shared.engines import EngineConfig
 from shared.errors import ConfigError
 from shared.settings import ControllerSettings
-
-log = logging.getLogger("lmstack.scheduler")
-
-
-class LiveWorker(Protocol):
-    """What placement reads of a connected agent (``controller.fleet.AgentSession``)."""
-
-    @property
-    def worker_id(self) -> str: ...
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def gpu_devices(self) -> list[dict[str, Any]]: ...
-
-    @property
-    def engine_ports(self) -> tuple[int, int] | None:
-        """The host port range the agent declared; ``None``: the controller's applies."""
-        ...
-
-    @property
-    def labels(self) -> Mapping[str, str]:
-        """The agent's labels (``--label key=value``), matched by ``worker_selector``."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -125,69 +89,20 @@ class Scheduler:
         self.policy = POLICIES[policy]
         self.ports = ports
         self.ledger = Ledger()
-        # worker id → (the session's GPU list it was built from, its labels,
-        # candidate): rebuilt only when a session brings a new list or labels.
-        self._known: dict[str, tuple[list[dict[str, Any]], dict[str, str], WorkerCandidate]] = {}
-        # The known workers by rank and by capacity (``index``).
-        self._index = WorkerIndex(self.policy)
-        # The sessions of the last decision and their candidates.
-        self._online: tuple[tuple[LiveWorker, ...], dict[str, WorkerCandidate]] = ((), {})
+        # The known workers' candidates and their rank index over the ledger.
+        self._workers = Candidates(self.policy, ports, self.ledger)
 
     # ------------------------------------------------------------ state
 
     async def load(self, db: Database) -> None:
-        """Rebuild the ledger from every instance assigned to a worker."""
-        async with db.session() as session:
-            rows = await session.execute(
-                select(
-                    Instance.id,
-                    Instance.worker_id,
-                    Instance.config,
-                    Instance.gpu_indices,
-                    Instance.port,
-                    Deployment.backend,
-                )
-                .join(Deployment, Deployment.id == Instance.deployment_id)
-                .where(Instance.worker_id.is_not(None))
-            )
-            for row in rows:
-                self._restore(
-                    row.id,
-                    row.worker_id,
-                    backend=row.backend,
-                    config=row.config,
-                    gpu_indices=row.gpu_indices,
-                    port=row.port,
-                )
-        log.info("placement ledger rebuilt: %d instances", len(self.ledger))
-
-    def _restore(
-        self,
-        instance_id: str,
-        worker_id: str,
-        *,
-        backend: str,
-        config: Mapping[str, Any] | None,
-        gpu_indices: Sequence[int] | None,
-        port: int | None,
-    ) -> None:
-        try:
-            fraction = reservation(backend, EngineConfig.from_mapping(config)).fraction
-        except ConfigError:
-            fraction = 1.0  # an engine we no longer know: assume it holds whole GPUs
-        indices = tuple(int(i) for i in gpu_indices or ())
-        allocation = Allocation(instance_id, worker_id, indices, fraction, port)
-        try:
-            self.ledger.add(allocation)
-        except LedgerConflict as exc:
-            log.warning("stored instance %s: %s; its port is not booked", instance_id, exc)
-            self.ledger.add(Allocation(instance_id, worker_id, indices, fraction, None))
+        """Rebuild the ledger from every instance assigned to a worker (``restore``)."""
+        await restore_ledger(self.ledger, db)
 
     def book(self, instance_id: str, placement: Placement) -> None:
         """Book a decision for one instance; ``LedgerConflict`` if the instance
         is booked already, or the port is held or outside the worker's range."""
         self._add(instance_id, placement)
-        self._reindex(placement.worker_id)
+        self._workers.reindex(placement.worker_id)
 
     def _add(self, instance_id: str, placement: Placement) -> None:
         """Book in the ledger only; the caller reindexes the worker."""
@@ -205,59 +120,20 @@ class Scheduler:
     def ports_of(self, worker_id: str) -> PortRange:
         """The host ports the worker's engines get: the range its agent declared
         in its last Hello, else the controller's."""
-        known = self._known.get(worker_id)
-        if known is not None and known[2].ports is not None:
-            return known[2].ports
-        return self.ports
+        return self._workers.ports_of(worker_id)
 
     def release(self, instance_id: str) -> Allocation | None:
         """Give back what the instance holds; ``None`` if it held nothing."""
         allocation = self.ledger.remove(instance_id)
         if allocation is not None:
-            self._reindex(allocation.worker_id)
+            self._workers.reindex(allocation.worker_id)
         return allocation
-
-    def _reindex(self, worker_id: str) -> None:
-        known = self._known.get(worker_id)
-        if known is None:
-            return  # not seen online since start; indexed when it connects
-        self._index.update(known[2], self.ledger.book(worker_id) or WorkerBook())
 
     # ------------------------------------------------------------ deciding
 
     def candidate(self, worker: LiveWorker) -> WorkerCandidate:
         """Placement's view of a connected worker, cached per session."""
-        known = self._known.get(worker.worker_id)
-        declared = worker.engine_ports
-        ports = PortRange(*declared) if declared else self.ports
-        if (
-            known is None
-            or known[0] is not worker.gpu_devices
-            or known[1] != worker.labels
-            or known[2].name != worker.name
-            or known[2].ports != ports
-        ):
-            gpus = tuple(sorted(int(d["index"]) for d in worker.gpu_devices))
-            labels = dict(worker.labels)
-            candidate = WorkerCandidate(
-                worker.worker_id, worker.name, gpus, ports, tuple(sorted(labels.items()))
-            )
-            known = (worker.gpu_devices, labels, candidate)
-            self._known[worker.worker_id] = known
-            self._reindex(worker.worker_id)
-        return known[2]
-
-    def _candidates(self, online: Iterable[LiveWorker]) -> dict[str, WorkerCandidate]:
-        """Worker id → candidate for the ``online`` sessions; rebuilt only when
-        the set of sessions changed since the last decision (checked by
-        identity, at C speed), since a session's GPUs and labels never change."""
-        sessions = tuple(online)
-        last = self._online
-        if len(last[0]) == len(sessions) and all(map(operator.is_, sessions, last[0])):
-            return last[1]
-        candidates = {worker.worker_id: self.candidate(worker) for worker in sessions}
-        self._online = (sessions, candidates)
-        return candidates
+        return self._workers.of(worker)
 
     def place_anywhere(
         self, name: str, backend: str, config: EngineConfig, online: Iterable[LiveWorker]
@@ -265,48 +141,16 @@ class Scheduler:
         """The best of the ``online`` workers under the policy (those matching
         ``config.worker_selector``) for one instance. The caller books the
         placement (or explains the refusal) under the placement lock."""
-        candidates = self._candidates(online)
+        candidates = self._workers.online(online)
         request = PlacementRequest(name, demand_for(backend, config), selector=selector_of(config))
         result = place(
-            request, self._shortlist(request.demand, candidates), self.ledger, self.ports,
+            request, self._workers.shortlist(request.demand, candidates), self.ledger, self.ports,
             self.policy, in_rank_order=True,
         )  # fmt: skip
         if isinstance(result, Refusal):
             # The shortlist skipped workers unseen; the refusal names them all.
             result = Refusal(request, tuple(candidates.values()), self.ledger, self.ports)
         return result
-
-    def _shortlist(
-        self, demand: Demand, candidates: dict[str, WorkerCandidate]
-    ) -> Iterator[WorkerCandidate]:
-        """The online workers that might fit, best rank first."""
-        index = self._index
-        need = demand.fraction - EPSILON
-        if demand.pinned is not None and demand.pinned[0] < MAX_INDEXED_COUNT:
-            return self._ranked(index.gpu_fitting(demand.pinned[0], need), candidates)
-        if demand.pinned is None and 0 < demand.count <= MAX_INDEXED_COUNT:
-            return self._ranked(index.fitting(demand.count, need), candidates)
-        start, stop = self.policy.window(index.order, demand.min_worker_free)
-        return (
-            candidate
-            for key in itertools.islice(index.order, start, stop)
-            if (candidate := candidates.get(key[-1])) is not None
-        )
-
-    def _ranked(
-        self, fitting: list[CapEntry], candidates: dict[str, WorkerCandidate]
-    ) -> Iterator[WorkerCandidate]:
-        keys = [self._index.rank_of(wid) for _, wid in fitting if wid in candidates]
-        if not keys:
-            return
-        # Usually the best one is taken; order the rest only if it is not, and
-        # lazily (a batch of replicas takes a few of them).
-        best = min(keys)
-        yield candidates[best[-1]]
-        keys.remove(best)
-        heapq.heapify(keys)
-        while keys:
-            yield candidates[heapq.heappop(keys)[-1]]
 
     def place_on(
         self, name: str, backend: str, config: EngineConfig, worker: LiveWorker
@@ -347,7 +191,7 @@ class Scheduler:
         finally:
             # Once for the batch: the chooser walks the index while it books.
             for worker_id in {p.worker_id for p in placed}:
-                self._reindex(worker_id)
+                self._workers.reindex(worker_id)
 
     def _chooser(
         self, request: ReplicaRequest, online: Iterable[LiveWorker], pinned: LiveWorker | None
@@ -362,8 +206,8 @@ class Scheduler:
             selector=selector_of(request.config),
         )
         if pinned is None:
-            candidates = self._candidates(online)
-            ranked = self._shortlist(demand, candidates)
+            candidates = self._workers.online(online)
+            ranked = self._workers.shortlist(demand, candidates)
         else:
             worker = self.candidate(pinned)
             candidates, ranked = {worker.id: worker}, iter([worker])

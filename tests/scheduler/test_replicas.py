@@ -28,13 +28,9 @@ from controller.scheduler import (
     demand_for,
     explain_replicas,
 )
-from controller.scheduler.placement import (
-    MAX_EXPLAINED,
-    PlacementRequest,
-    placement_on,
-    rank_key,
-    takes,
-)
+from controller.scheduler.decision import PlacementRequest
+from controller.scheduler.placement import placement_on, rank_key, takes
+from controller.scheduler.refusal import MAX_EXPLAINED
 from controller.store import Database, Deployment, Instance
 from controller.store import Worker as WorkerRow
 from shared.engines import EngineConfig
