@@ -54,9 +54,9 @@ def _gpu_allocation(row: Worker, scheduler: Scheduler, owners: dict[str, str]) -
     for device in gpu_info.devices:
         usage = scheduler.gpu_usage(row.id, device.index)
         device.reserved = usage.reserved
-        device.deployments = list(dict.fromkeys(owners.get(i, i) for i in usage.deployments))
+        device.deployments = list(dict.fromkeys(owners.get(i, i) for i in usage.instances))
         gpu_free += max(0.0, 1.0 - usage.reserved)
-        free_gpus += not usage.deployments
+        free_gpus += not usage.instances
     return {"gpu_info": gpu_info, "gpu_free": round(gpu_free, 4), "free_gpus": free_gpus}
 
 

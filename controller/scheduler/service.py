@@ -74,13 +74,6 @@ class GpuUsage:
     reserved: float
     instances: tuple[str, ...]
 
-    @property
-    def deployments(self) -> tuple[str, ...]:
-        """Old name of ``instances``, kept while ``controller.api.workers``
-        reads it; these are instance ids (an instance made by the upgrade to
-        replicas has its deployment's id, a newer one its own)."""
-        return self.instances
-
 
 class Scheduler:
     def __init__(self, policy: str, ports: PortRange) -> None:
