@@ -49,9 +49,7 @@ async def serving_gateway(
         routes = RouteTable(db)
         fleet.subscribe(routes.invalidate)
         timeouts = Timeouts(
-            connect=settings.gateway_connect_timeout,
-            total=settings.gateway_timeout,
-            keepalive=settings.gateway_keepalive_seconds,
+            total=settings.gateway_timeout, keepalive=settings.gateway_keepalive_seconds
         )
         limiter = Limiter(UsageTable(db, usage.flush), clock=limits_clock)
         # The last minute's requests, from the journal: rate windows outlive a restart.

@@ -11,14 +11,8 @@ Guarantees:
 * Errors before a response has started: engine unreachable or broken → 502,
   engine too slow → 504 (OpenAI-shaped, see ``errors.py``). Answers the engine
   gives itself (including its own 4xx/5xx) pass through unchanged.
-* Each request goes to one instance of its deployment, chosen by the
-  deployment's policy (``picking``) among the usable instances of the route
-  as the table has it at that moment (``RouteTable.current``: a change the
-  fleet announced meanwhile is seen) on workers online now.
-* A request that got not a byte of an answer (``upstream.NoAnswer``: refused,
-  connect timeout, reset or closed before answering) is sent once more, to
-  another usable instance when there is one. Anything the engine answered
-  (its own 4xx/5xx, a stream's first byte) is final: no retry.
+* Which instance takes a request, and the one retry of a request that got no
+  answer, are ``dispatch``'s (see its guarantees).
 * Requests in flight are counted per instance (``inflight.InFlight``: from
   choosing the instance until the answer ended or failed, cancellation and
   departed clients included) and per deployment (for the metrics); each
@@ -30,6 +24,8 @@ Guarantees:
   admission's ``x-ratelimit-*`` headers (streams included), and the engine's
   tokens are released to the limiter as they are recorded; the handler releases
   in ``finally`` whatever the outcome.
+
+Concurrency: event loop only.
 """
 
 from __future__ import annotations
@@ -46,12 +42,12 @@ from typing import Any
 from aiohttp import web
 
 from controller.auth import Identity
-from controller.gateway.errors import GatewayError, error_payload, model_not_found
-from controller.gateway.inflight import InFlight, Lease
-from controller.gateway.picking import Pickers
-from controller.gateway.routes import Route, RouteTable, Upstream, usable
+from controller.gateway.dispatch import JSON, Call, Dispatcher, engine_failed, engine_timeout
+from controller.gateway.errors import GatewayError, error_payload
+from controller.gateway.inflight import InFlight
+from controller.gateway.routes import Route, RouteTable
 from controller.gateway.sse import SSEPassThrough
-from controller.gateway.upstream import EngineClient, EngineResponse, NoAnswer
+from controller.gateway.upstream import EngineClient, EngineResponse
 from controller.gateway.usage import UsageRecorder
 from controller.limits import Admission, Limiter
 from controller.metrics import Metrics
@@ -67,27 +63,13 @@ SSE_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 DONE = b"data: [DONE]\n\n"
-_JSON = "application/json"
 _DECODER = json.JSONDecoder()
-
-
-@dataclass(slots=True)
-class _Call:
-    """One forwarded request: what it is, and where it is being sent."""
-
-    request: web.Request
-    identity: Identity
-    route: Route
-    body: dict[str, Any]
-    lease: Lease
-    admitted: Admission | None
-    # The instance last sent to (the one that answered, or failed last).
-    upstream: Upstream | None = None
 
 
 @dataclass(frozen=True)
 class Timeouts:
-    connect: float
+    """The limits on an answer (connecting has its own, in the client)."""
+
     total: float
     keepalive: float
 
@@ -105,15 +87,13 @@ class Proxy:
         online: Callable[[str], bool],
         instances: InFlight,
     ):
-        self._client = client
         self._limiter = limiter
         self._metrics = metrics or Metrics()
         self._usage = usage
         self._timeouts = timeouts
-        self._routes = routes
-        self._online = online
         self.instances = instances
-        self._pickers = Pickers(instances)
+        dispatcher = Dispatcher(client, routes=routes, online=online, instances=instances)
+        self._send = dispatcher.send
         # Requests being forwarded, by deployment id (names kept for metrics).
         self.in_flight: Counter[str] = Counter()
         self._names: dict[str, str] = {}
@@ -161,7 +141,7 @@ class Proxy:
         self.in_flight[route.deployment_id] += 1
         self._names[route.deployment_id] = route.name
         lease = self.instances.lease()
-        call = _Call(request, identity, route, body, lease, admitted)
+        call = Call(request, identity, route, body, lease, admitted)
         try:
             if body.get("stream") is True:
                 response = await self._stream(call, started=started)
@@ -205,62 +185,17 @@ class Proxy:
         if admitted is not None:
             self._limiter.release(admitted, prompt, completion)
 
-    async def _send(self, call: _Call, payload: bytes, *, whole: bool) -> EngineResponse:
-        """Post ``payload`` to an instance of the call's route, and once more to
-        another one when the first gave not a byte of an answer; the call's
-        lease is at the instance that answered (or failed last)."""
-        route = call.route
-        candidates = await self._candidates(route)
-        upstream = self._pick(call, candidates)
-        try:
-            return await self._post(call, upstream, payload, whole=whole)
-        except NoAnswer as exc:
-            candidates = [
-                u for u in await self._candidates(route) if u.instance_id != upstream.instance_id
-            ]
-            if not candidates:
-                raise _broken(route, upstream, exc) from None
-            log.info("%s: no answer from %s (%s); retrying", route.name, upstream.base_url, exc)
-            upstream = self._pick(call, candidates)
-        except UpstreamError as exc:
-            raise _broken(route, upstream, exc) from None
-        try:
-            return await self._post(call, upstream, payload, whole=whole)
-        except UpstreamError as exc:
-            raise _broken(route, upstream, exc) from None
-
-    async def _candidates(self, route: Route) -> list[Upstream]:
-        """The usable instances of ``route`` as the table has it now."""
-        current = await self._routes.current(route)
-        if current is None:
-            raise model_not_found(route.name)
-        return usable(current, self._online)
-
-    def _pick(self, call: _Call, candidates: list[Upstream]) -> Upstream:
-        upstream = self._pickers.pick(call.route, candidates, call.request.headers, call.body)
-        call.lease.take(upstream.instance_id)  # counted before anything is awaited
-        return upstream
-
-    async def _post(
-        self, call: _Call, upstream: Upstream, payload: bytes, *, whole: bool
-    ) -> EngineResponse:
-        call.upstream = upstream
-        return await self._client.post(
-            upstream.host, upstream.port, call.request.path, payload, content_type=_JSON,
-            whole=whole,
-        )  # fmt: skip
-
-    async def _json(self, call: _Call, payload: bytes) -> web.Response:
+    async def _json(self, call: Call, payload: bytes) -> web.Response:
         route = call.route
         try:
             async with asyncio.timeout(self._timeouts.total):
                 upstream = await self._send(call, payload, whole=True)
                 data = await upstream.read()
         except TimeoutError:
-            raise _timeout(route) from None
+            raise engine_timeout(route) from None
         except UpstreamError as exc:
-            raise _broken(route, call.upstream, exc) from None
-        status, content_type = upstream.status, upstream.headers.get("content-type", _JSON)
+            raise engine_failed(route, call.upstream, exc) from None
+        status, content_type = upstream.status, upstream.headers.get("content-type", JSON)
         response = web.Response(body=data, status=status, headers={"Content-Type": content_type})
         if call.admitted is not None:
             response.headers.update(call.admitted.headers)
@@ -268,12 +203,12 @@ class Proxy:
         await response.prepare(call.request)
         await response.write_eof()
         usage = None
-        if status == 200 and content_type.startswith(_JSON):
+        if status == 200 and content_type.startswith(JSON):
             usage = _usage_of(data)
         self._record(call.identity, route, usage, call.admitted)
         return response
 
-    async def _stream(self, call: _Call, *, started: float) -> web.StreamResponse:
+    async def _stream(self, call: Call, *, started: float) -> web.StreamResponse:
         route, body, admitted = call.route, call.body, call.admitted
         options = body.get("stream_options")
         options = options if isinstance(options, dict) else {}
@@ -286,14 +221,14 @@ class Proxy:
             async with asyncio.timeout(self._timeouts.total):
                 upstream = await self._send(call, json.dumps(body).encode(), whole=False)
         except TimeoutError:
-            raise _timeout(route) from None
+            raise engine_timeout(route) from None
         events = SSEPassThrough(forward_usage_chunk=wants_usage)
         try:
             if upstream.status != 200 or not upstream.content_type.startswith("text/event-stream"):
                 # The engine refused before streaming: pass its answer through.
                 async with asyncio.timeout(self._timeouts.total):
                     data = await upstream.read()
-                headers = {"Content-Type": upstream.headers.get("content-type", _JSON)}
+                headers = {"Content-Type": upstream.headers.get("content-type", JSON)}
                 if admitted is not None:
                     headers.update(admitted.headers)
                 return web.Response(body=data, status=upstream.status, headers=headers)
@@ -314,7 +249,7 @@ class Proxy:
         upstream: EngineResponse,
         response: web.StreamResponse,
         events: SSEPassThrough,
-        call: _Call,
+        call: Call,
         started: float,
     ) -> None:
         route = call.route
@@ -339,7 +274,7 @@ class Proxy:
                 await response.write(b": keep-alive\n\n")
                 continue
             except UpstreamError as exc:
-                broken = _broken(route, call.upstream, exc).detail
+                broken = engine_failed(route, call.upstream, exc).detail
                 await self._fail(response, route, 502, broken, "upstream_error")
                 return
             idle = 0.0
@@ -368,15 +303,11 @@ class Proxy:
     async def _fail(
         self, response: web.StreamResponse, route: Route, status: int, message: str, code: str
     ) -> None:
+        """An error once the stream has started: an SSE data event, then [DONE]."""
         self._metrics.gateway_error(route.name, code)
-        await _fail(response, status, message, code)
-
-
-async def _fail(response: web.StreamResponse, status: int, message: str, code: str) -> None:
-    """An error once the stream has started: an SSE data event, then [DONE]."""
-    payload = json.dumps(error_payload(status, message, code)).encode()
-    await response.write(b"data: " + payload + b"\n\n" + DONE)
-    await response.write_eof()
+        payload = json.dumps(error_payload(status, message, code)).encode()
+        await response.write(b"data: " + payload + b"\n\n" + DONE)
+        await response.write_eof()
 
 
 def _usage_of(data: bytes) -> dict[str, Any] | None:
@@ -397,12 +328,3 @@ def _usage_of(data: bytes) -> dict[str, Any] | None:
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _timeout(route: Route) -> GatewayError:
-    return GatewayError(504, "upstream_timeout", f"Engine of '{route.name}' did not answer in time")
-
-
-def _broken(route: Route, upstream: Upstream | None, exc: UpstreamError) -> GatewayError:
-    at = f" at {upstream.base_url}" if upstream is not None else ""
-    return GatewayError(502, "upstream_error", f"Engine of '{route.name}'{at} failed: {exc}")
