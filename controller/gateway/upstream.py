@@ -6,9 +6,8 @@ on every request's path. On the 2-core bench machine a bare aiohttp server
 forwarding with ``aiohttp.ClientSession`` added 0.62 ms p50 at concurrency 1
 and reached 0.47-0.71x the engine's direct throughput; the same server
 forwarding with this client added 0.29 ms and reached 0.98x (``bench/gateway.py``
-measures the real gateway). HTTP parsing is not ours: it is httptools (llhttp,
-the parser uvicorn uses), so chunked bodies, keep-alive rules and malformed
-answers are handled by a well-kept parser.
+measures the real gateway). One connection, its parsing and its
+back-pressure are ``connection.Connection``'s (see its guarantees).
 
 Guarantees:
 * One pool keyed by (host, port); idle connections are reused most recently
@@ -21,8 +20,6 @@ Guarantees:
   arrived is sent again on another connection: the engine closed that idle
   connection while we wrote, so it never saw the request. A fresh connection
   is never retried.
-* Bodies are read with back-pressure: the socket stops being read while more
-  than ``HIGH_WATER`` bytes wait for the caller.
 * Only a connection whose answer was read to its end, and which the engine
   keeps alive, returns to the pool; any other (an abandoned stream, a
   cancelled call, a broken answer) is closed.
@@ -40,18 +37,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Callable
-from typing import cast
 
-import httptools
-
+from controller.gateway.connection import Connection, Origin
 from shared.errors import UpstreamError
 
-HIGH_WATER = 256 * 1024
-_LOW_WATER = HIGH_WATER // 4
-
-Origin = tuple[str, int]
+__all__ = ["EngineClient", "EngineResponse", "NoAnswer"]
 
 
 class NoAnswer(UpstreamError):
@@ -59,183 +50,10 @@ class NoAnswer(UpstreamError):
     closed or reset the connection before answering."""
 
 
-class _Connection(asyncio.Protocol):
-    """One TCP connection to an engine and the answer being read on it."""
-
-    def __init__(self, origin: Origin, on_closed: Callable[[_Connection], None]) -> None:
-        self.origin = origin
-        self._on_closed = on_closed
-        self._loop = asyncio.get_running_loop()
-        self._parser = httptools.HttpResponseParser(self)
-        self._transport: asyncio.Transport | None = None
-        # Resolved when the caller may go on: at the headers for a stream,
-        # at the end of the message for a whole answer (one wake-up, not two).
-        self._ready: asyncio.Future[None] | None = None
-        self._whole = False
-        self._waiter: asyncio.Future[None] | None = None
-        self._chunks: deque[bytes] = deque()
-        self._buffered = 0
-        self._paused = False
-        self._error: UpstreamError | None = None
-        self._headers_done = False
-        self._interim = False
-        self.complete = False
-        self.keep_alive = False
-        self.got_bytes = False
-        self.closed = False
-        self.idle_since = 0.0
-        self.status = 0
-        self.headers: dict[str, str] = {}
-
-    # -- the request -----------------------------------------------------
-
-    def send(self, data: bytes, *, whole: bool) -> None:
-        self._ready = self._loop.create_future()
-        self._whole = whole
-        self._chunks.clear()
-        self._buffered = 0
-        self._error = None
-        self._headers_done = self._interim = False
-        self.complete = self.keep_alive = self.got_bytes = False
-        self.status = 0
-        self.headers = {}
-        try:
-            assert self._transport is not None
-            self._transport.write(data)
-        except RuntimeError as exc:  # uvloop: the transport is closing
-            raise UpstreamError(f"the connection is closing: {exc}") from exc
-
-    async def ready(self) -> None:
-        """Wait for the headers, or for the whole answer when sent ``whole``."""
-        assert self._ready is not None
-        await self._ready
-
-    async def read_chunk(self) -> bytes:
-        """The next piece of the body as it arrived; ``b""`` at its end."""
-        while not self._chunks:
-            if self._error is not None:
-                raise self._error
-            if self.complete:
-                return b""
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        chunk = self._chunks.popleft()
-        self._buffered -= len(chunk)
-        if self._paused and self._buffered <= _LOW_WATER and self._transport is not None:
-            self._paused = False
-            self._transport.resume_reading()
-        return chunk
-
-    @property
-    def usable(self) -> bool:
-        """Open and not on its way to closing (the engine's EOF may have been
-        read, ``connection_lost`` not yet run)."""
-        return not self.closed and self._transport is not None and not self._transport.is_closing()
-
-    def close(self) -> None:
-        if self._transport is not None and not self.closed:
-            self._transport.close()
-
-    # -- asyncio.Protocol ------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it.
-        self._transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        self.got_bytes = True
-        try:
-            self._parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            if not self.complete:
-                self._fail(UpstreamError(f"malformed HTTP answer: {exc}"))
-            # Else garbage after a complete answer: keep the answer, drop the connection.
-            self.keep_alive = False
-            self.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if not self.complete and self._ready is not None:
-            if exc is None and self._headers_done and self._delimited_by_close():
-                self.complete = True  # the body ran until the engine closed
-                self._resolve()
-            else:
-                reason = f": {exc}" if exc else ""
-                self._fail(UpstreamError(f"the engine closed the connection{reason}"))
-        self.keep_alive = False
-        self._wake()
-        self._on_closed(self)
-
-    # -- httptools callbacks ---------------------------------------------
-
-    def on_message_begin(self) -> None:
-        self.headers = {}
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
-
-    def on_headers_complete(self) -> None:
-        status = self._parser.get_status_code()
-        if 100 <= status < 200:
-            self._interim = True  # e.g. 103 Early Hints: the answer comes after it
-            return
-        self.status = status
-        self._headers_done = True
-        if not self._whole:
-            self._resolve()
-
-    def on_body(self, body: bytes) -> None:
-        self._chunks.append(body)
-        self._buffered += len(body)
-        if (
-            self._buffered > HIGH_WATER
-            and not self._whole
-            and not self._paused
-            and self._transport is not None
-        ):
-            self._paused = True
-            self._transport.pause_reading()
-        self._wake()
-
-    def on_message_complete(self) -> None:
-        if self._interim:
-            self._interim = False
-            return
-        self.complete = True
-        self.keep_alive = self._parser.should_keep_alive()
-        self._resolve()
-        self._wake()
-
-    # -- internals -------------------------------------------------------
-
-    def _delimited_by_close(self) -> bool:
-        return "content-length" not in self.headers and "chunked" not in self.headers.get(
-            "transfer-encoding", ""
-        )
-
-    def _fail(self, error: UpstreamError) -> None:
-        if self._error is None:
-            self._error = error
-        if self._ready is not None and not self._ready.done():
-            self._ready.set_exception(error)
-        self._wake()
-
-    def _resolve(self) -> None:
-        if self._ready is not None and not self._ready.done():
-            self._ready.set_result(None)
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-
 class EngineResponse:
     """An engine's answer, its headers read, its body still on the wire."""
 
-    def __init__(self, connection: _Connection, client: EngineClient) -> None:
+    def __init__(self, connection: Connection, client: EngineClient) -> None:
         self._connection = connection
         self._client = client
         self._done = False
@@ -302,8 +120,8 @@ class EngineClient:
         self._idle_seconds = idle_seconds
         self._max_idle = max_idle_per_origin
         self._clock = clock
-        self._idle: dict[Origin, list[_Connection]] = {}
-        self._open: set[_Connection] = set()
+        self._idle: dict[Origin, list[Connection]] = {}
+        self._open: set[Connection] = set()
 
     @property
     def open_connections(self) -> int:
@@ -358,7 +176,7 @@ class EngineClient:
         # Let the transports run connection_lost before the loop goes away.
         await asyncio.sleep(0)
 
-    def _take_idle(self, origin: Origin) -> _Connection | None:
+    def _take_idle(self, origin: Origin) -> Connection | None:
         idle = self._idle.get(origin)
         now = self._clock()
         while idle:
@@ -371,20 +189,20 @@ class EngineClient:
             return connection
         return None
 
-    def _put(self, connection: _Connection) -> None:
+    def _put(self, connection: Connection) -> None:
         idle = self._idle.setdefault(connection.origin, [])
         connection.idle_since = self._clock()
         idle.append(connection)
         if len(idle) > self._max_idle:
             idle.pop(0).close()
 
-    async def _connect(self, origin: Origin) -> _Connection:
+    async def _connect(self, origin: Origin) -> Connection:
         loop = asyncio.get_running_loop()
         host, port = origin
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, connection = await loop.create_connection(
-                    lambda: _Connection(origin, self._forget), host, port
+                    lambda: Connection(origin, self._forget), host, port
                 )
         except TimeoutError:  # an OSError too: first
             raise NoAnswer(
@@ -395,7 +213,7 @@ class EngineClient:
         self._open.add(connection)
         return connection
 
-    def _forget(self, connection: _Connection) -> None:
+    def _forget(self, connection: Connection) -> None:
         self._open.discard(connection)
         idle = self._idle.get(connection.origin)
         if idle and connection in idle:
