@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
@@ -11,26 +13,47 @@ from sqlalchemy import event
 
 from controller import appkeys
 from controller.gateway import GATEWAY
+from controller.gateway.routes import Route, RouteTable
 from tests.gateway.conftest import MODEL, Stack
 
 CHAT: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
 
 
-async def test_expired_entries_cost_one_query_however_many_requests_wait(stack: Stack) -> None:
-    app = stack.ctl.app
-    queries: Counter[str] = Counter()
+@contextmanager
+def queries(stack: Stack) -> Iterator[Counter[str]]:
+    """The SELECTs run while inside, by kind: ``auth`` (an API key's lookup)
+    and ``route`` (the route table's load)."""
+    counted: Counter[str] = Counter()
 
     def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         if not statement.lstrip().upper().startswith("SELECT"):
             return
         if "api_keys.key_hash" in statement:
-            queries["auth"] += 1
+            counted["auth"] += 1
         elif "LEFT OUTER JOIN workers" in statement and "deployments.name" in statement:
-            queries["route"] += 1
+            counted["route"] += 1
 
-    engine = app[appkeys.DATABASE].engine.sync_engine
+    engine = stack.ctl.app[appkeys.DATABASE].engine.sync_engine
     event.listen(engine, "before_cursor_execute", count)
     try:
+        yield counted
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+async def load_across_an_invalidation(routes: RouteTable) -> asyncio.Task[Route | None]:
+    """A lookup of ``MODEL`` whose query is on its way when the cache is
+    invalidated again (e.g. a status report or a drain committed meanwhile)."""
+    routes.invalidate()
+    loading = asyncio.create_task(routes.lookup(MODEL))
+    await asyncio.sleep(0)  # the query is on its way
+    routes.invalidate()
+    return loading
+
+
+async def test_expired_entries_cost_one_query_however_many_requests_wait(stack: Stack) -> None:
+    app = stack.ctl.app
+    with queries(stack) as counted:
         # Both caches empty, as when their entries expire while requests are in flight.
         app[appkeys.AUTH].invalidate()
         app[GATEWAY].routes.invalidate()
@@ -45,55 +68,25 @@ async def test_expired_entries_cost_one_query_however_many_requests_wait(stack: 
                     return resp.status
 
             statuses = await asyncio.gather(*(call() for _ in range(24)))
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
     assert statuses == [200] * 24
-    assert queries == {"auth": 1, "route": 1}
+    assert counted == {"auth": 1, "route": 1}
 
 
 async def test_a_route_loaded_across_an_invalidation_is_not_kept(stack: Stack) -> None:
     routes = stack.ctl.app[GATEWAY].routes
-    loads = 0
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        nonlocal loads
-        if "LEFT OUTER JOIN workers" in statement and "deployments.name" in statement:
-            loads += 1
-
-    engine = stack.ctl.app[appkeys.DATABASE].engine.sync_engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        routes.invalidate()
-        loading = asyncio.create_task(routes.lookup(MODEL))
-        await asyncio.sleep(0)  # the query is on its way
-        routes.invalidate()  # e.g. a status report committed meanwhile
+    with queries(stack) as counted:
+        loading = await load_across_an_invalidation(routes)
         assert (await loading) is not None
         assert (await routes.lookup(MODEL)) is not None  # loaded again, not the old answer
         assert (await routes.lookup(MODEL)) is not None  # now cached
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
-    assert loads == 2
+    assert counted["route"] == 2
 
 
 async def test_a_lookup_after_an_invalidation_never_joins_an_older_load(stack: Stack) -> None:
     routes = stack.ctl.app[GATEWAY].routes
-    loads = 0
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        nonlocal loads
-        if "LEFT OUTER JOIN workers" in statement and "deployments.name" in statement:
-            loads += 1
-
-    engine = stack.ctl.app[appkeys.DATABASE].engine.sync_engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        routes.invalidate()
-        loading = asyncio.create_task(routes.lookup(MODEL))
-        await asyncio.sleep(0)  # the query is on its way
-        routes.invalidate()  # e.g. an instance committed as draining meanwhile
+    with queries(stack) as counted:
+        loading = await load_across_an_invalidation(routes)
         # Not the answer of the load in flight: it may have read the old state.
         assert (await routes.lookup(MODEL)) is not None
         assert (await loading) is not None
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
-    assert loads == 2
+    assert counted["route"] == 2
