@@ -82,6 +82,9 @@ class ControllerProcess:
                     if resp.status == 200:
                         break
             await asyncio.sleep(0.05)
+        else:
+            await self.stop()
+            raise RuntimeError(f"the controller did not answer {self.url}/health within 10 s")
         login = {"username": "admin", "password": PASSWORD}
         async with http.post(self.url + "/api/auth/login", json=login) as resp:
             self.token = (await resp.json())["access_token"]

@@ -134,32 +134,46 @@ async def gateway_stack() -> AsyncIterator[GatewayStack]:
         os.environ["LMSTACK_ENGINE_PORT_MIN"] = str(port)
         os.environ["LMSTACK_ENGINE_PORT_MAX"] = str(port)
         connector = aiohttp.TCPConnector(limit=0)
-        async with aiohttp.ClientSession(connector=connector) as http:
-            await ctl.start(http)
-            settings = AgentSettings(
-                controller=f"127.0.0.1:{ctl.grpc_port}", token=TOKEN, name="bench",
-                state_dir=Path(tmp) / "agent", advertise_address="127.0.0.1",
-            )  # fmt: skip
-            session = AgentSession(settings, MemoryRuntime(), SimulatedGpuReader(1, 80))
-            agent = asyncio.create_task(session.run())
-            try:
-                while not (workers := await online_workers(ctl, http)):
-                    await asyncio.sleep(0.05)
-                body = {"name": MODEL, "model": "m", "worker_id": workers[0]}
-                async with http.post(
-                    ctl.url + "/api/deployments", json=body, headers=ctl.headers()
-                ) as resp:
-                    assert resp.status == 201, await resp.text()
-                    deployment_id = (await resp.json())["id"]
-                await running(ctl, http, deployment_id)
-                yield GatewayStack(http, ctl, port)
-            finally:
-                agent.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await agent
-                await ctl.stop()
-                engine.terminate()
-                await engine.wait()
+        try:
+            async with aiohttp.ClientSession(connector=connector) as http:
+                try:
+                    await ctl.start(http)
+                    async with _agent(ctl, tmp):
+                        yield await _deployed(ctl, http, port)
+                finally:
+                    await ctl.stop()
+        finally:
+            # Also when the controller never came up: the engine never outlives us.
+            engine.terminate()
+            await engine.wait()
+
+
+@contextlib.asynccontextmanager
+async def _agent(ctl: ControllerProcess, tmp: str) -> AsyncIterator[None]:
+    settings = AgentSettings(
+        controller=f"127.0.0.1:{ctl.grpc_port}", token=TOKEN, name="bench",
+        state_dir=Path(tmp) / "agent", advertise_address="127.0.0.1",
+    )  # fmt: skip
+    session = AgentSession(settings, MemoryRuntime(), SimulatedGpuReader(1, 80))
+    agent = asyncio.create_task(session.run())
+    try:
+        yield
+    finally:
+        agent.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await agent
+
+
+async def _deployed(ctl: ControllerProcess, http: aiohttp.ClientSession, port: int) -> GatewayStack:
+    """``MODEL`` placed on the agent's worker and reported running."""
+    while not (workers := await online_workers(ctl, http)):
+        await asyncio.sleep(0.05)
+    body = {"name": MODEL, "model": "m", "worker_id": workers[0]}
+    async with http.post(ctl.url + "/api/deployments", json=body, headers=ctl.headers()) as resp:
+        assert resp.status == 201, await resp.text()
+        deployment_id = (await resp.json())["id"]
+    await running(ctl, http, deployment_id)
+    return GatewayStack(http, ctl, port)
 
 
 async def running(ctl: ControllerProcess, http: aiohttp.ClientSession, deployment_id: str) -> None:
