@@ -46,7 +46,7 @@ class InFlight:
         """A lease on no instance yet (``Lease.take`` counts it at one)."""
         return Lease(self)
 
-    # The deployment service's drain calls it so (``Drains``); a deadline would do as well.
+    # The deployment service's drainer calls it so (``controller.deployments.InFlight``).
     async def idle(self, instance_id: str, timeout: float) -> bool:  # noqa: ASYNC109
         """Wait until ``instance_id`` has no request in flight, at most
         ``timeout`` seconds; whether it became idle."""
