@@ -20,7 +20,9 @@ as Ollama does (500, ``{"error": ...}``) when ``STANDIN_PULL_FAIL`` is set.
 
 Errors use OpenAI's shape (``{"error": {"message", "type", "code"}}``). SIGTERM exits 0.
 ``STANDIN_CRASH_AFTER`` seconds after start the process prints an error line and exits with
-``STANDIN_EXIT_CODE`` (default 3); ``STANDIN_TOKEN_DELAY`` is the time per generated token
+``STANDIN_EXIT_CODE`` (default 3); with ``STANDIN_CRASH_AFTER_TOKENS`` it does so right
+after it has streamed that many tokens (a crash in the middle of a stream, whenever the
+stream comes); ``STANDIN_TOKEN_DELAY`` is the time per generated token
 (streamed or not). One line
 per request goes to stdout (flushed), after a startup line that echoes the arguments.
 
@@ -107,6 +109,8 @@ class Engine:
         self.started = time.monotonic()
         self.start_delay = float(os.environ.get("STANDIN_START_DELAY", "0") or 0)
         self.token_delay = float(os.environ.get("STANDIN_TOKEN_DELAY", "0") or 0)
+        self.crash_after_tokens = int(os.environ.get("STANDIN_CRASH_AFTER_TOKENS", "0") or 0)
+        self.streamed = 0
 
     def ready(self) -> bool:
         return time.monotonic() - self.started >= self.start_delay
@@ -303,6 +307,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 else:
                     choice = {"index": 0, "text": piece, "logprobs": None}
                 self._event({**base, "choices": [{**choice, "finish_reason": finish}]})
+                self.engine.streamed += 1
+                if self.engine.streamed == self.engine.crash_after_tokens:
+                    _crash(f"after {self.engine.streamed} streamed tokens")
             if usage is not None:
                 self._event({**base, "choices": [], "usage": usage})
             self.wfile.write(b"data: [DONE]\n\n")
@@ -341,9 +348,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         )
 
 
-def _crash_later(seconds: float, code: int) -> None:
+def _crash_later(seconds: float) -> None:
     time.sleep(seconds)
-    log(f"standin: ERROR simulated engine crash after {seconds}s (exit code {code})")
+    _crash(f"after {seconds}s")
+
+
+def _crash(when: str) -> None:
+    code = int(os.environ.get("STANDIN_EXIT_CODE", "3") or 3)
+    log(f"standin: ERROR simulated engine crash {when} (exit code {code})")
     sys.stderr.write("standin: RuntimeError: simulated CUDA failure\n")
     sys.stderr.flush()
     # os._exit: a crash does not unwind; the server thread must not keep the process alive.
@@ -377,10 +389,7 @@ def main(argv: list[str] | None = None) -> int:
 
     crash_after = os.environ.get("STANDIN_CRASH_AFTER")
     if crash_after:
-        exit_code = int(os.environ.get("STANDIN_EXIT_CODE", "3") or 3)
-        threading.Thread(
-            target=_crash_later, args=(float(crash_after), exit_code), daemon=True
-        ).start()
+        threading.Thread(target=_crash_later, args=(float(crash_after),), daemon=True).start()
 
     log(
         "standin: starting engine "

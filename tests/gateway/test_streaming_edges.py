@@ -111,10 +111,11 @@ async def test_upstream_timeout_is_504(slow_stack: Stack) -> None:
 async def test_error_after_the_stream_started_is_an_sse_event(
     tmp_path: Path, database_url: str
 ) -> None:
-    # The engine process dies 1.2 s in, in the middle of a slow stream.
+    # The engine process dies in the middle of a slow stream, after its fourth token.
     async for stack in make_stack(
-        tmp_path, database_url=database_url, STANDIN_TOKEN_DELAY="0.3", STANDIN_CRASH_AFTER="1.2"
-    ):
+        tmp_path, database_url=database_url, STANDIN_TOKEN_DELAY="0.3",
+        STANDIN_CRASH_AFTER_TOKENS="4",
+    ):  # fmt: skip
         async with (
             aiohttp.ClientSession() as http,
             http.post(
@@ -134,8 +135,9 @@ async def test_error_after_the_stream_started_is_an_sse_event(
 
 async def test_sdk_raises_on_a_mid_stream_error(tmp_path: Path, database_url: str) -> None:
     async for stack in make_stack(
-        tmp_path, database_url=database_url, STANDIN_TOKEN_DELAY="0.2", STANDIN_CRASH_AFTER="0.9"
-    ):
+        tmp_path, database_url=database_url, STANDIN_TOKEN_DELAY="0.2",
+        STANDIN_CRASH_AFTER_TOKENS="4",
+    ):  # fmt: skip
         async with openai.AsyncOpenAI(
             base_url=stack.base_url, api_key=stack.key, max_retries=0
         ) as client:
