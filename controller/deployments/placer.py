@@ -78,6 +78,9 @@ class Placer:
                 self.unplaced[row.id] = "its worker is offline"
                 return []
             pinned = self._fleet.session(row.pinned_worker_id)
+        elif not strict and not self._fleet.connected:
+            self.unplaced[row.id] = "no worker is online"
+            return []
         wanted = count
         while True:
             ids = tuple(new_id() for _ in range(wanted))
@@ -85,11 +88,10 @@ class Placer:
             result = self._scheduler.place_replicas(request, self._fleet.live_sessions(), pinned)
             if not isinstance(result, ReplicaRefusal):
                 break
-            if strict or result.fitted <= 0:
-                conflict = explain_replicas(result, await self._offline_names(session))
-                if strict:
-                    raise conflict
-                self.unplaced[row.id] = conflict.detail
+            if strict:
+                raise explain_replicas(result, await self._offline_names(session))
+            if result.fitted <= 0:
+                self.unplaced[row.id] = explain_replicas(result).detail
                 return []
             # Placement is deterministic: asking for the ones that fit succeeds.
             self.unplaced[row.id] = explain_replicas(result).detail

@@ -1,12 +1,15 @@
 """The reconciliation loop: each deployment's instances brought to the desired set.
 
 Guarantees:
-* A pass reads deployments, instances and workers in one session under the
+* A pass first reads and decides without the lock or any write; when nothing
+  is to be done (the usual case: no plan acts, no aggregate changes, no drain
+  is missing) it ends there. Otherwise it reads again in one session under the
   placement lock, decides per deployment with ``plan`` (scaling, rolling
   updates, rescheduling lost workers' instances), places and books what it
   adds, marks what it removes ``draining`` and refreshes the aggregate, all
-  committed together. Only then are agents commanded, the fleet told (so the
-  gateway stops routing to the draining ones) and the drains started.
+  committed together. Only then are agents commanded, dashboards told of the
+  deployments it changed, the fleet told (so the gateway stops routing to the
+  draining ones) and the drains started.
 * A pass runs at once after ``kick`` (the deployment service after a change,
   the fleet after an instance's status report: only those deployments) and a
   full pass at least every ``interval`` seconds, which is what notices workers
@@ -32,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.deployments.drainer import Drainer
 from controller.deployments.placer import Placer
-from controller.deployments.plan import InstanceView, plan
+from controller.deployments.plan import InstanceView, Plan, plan
 from controller.deployments.queries import per_worker
 from controller.fleet import Fleet
 from controller.store import Database, Deployment, Instance, Worker, aggregate
@@ -91,29 +94,55 @@ class Reconciler:
                 only, self._dirty = self._dirty or None, set()
 
     async def reconcile(self, only: set[str] | None = None) -> None:
-        """One pass over every deployment (or ``only`` those)."""
+        """One pass over every deployment (or ``only`` those). Most passes change
+        nothing: they are decided from a read without the lock and end there."""
         now = utcnow()
-        async with self._placer.lock, self._db.session() as session:
+        async with self._db.session() as session:
             deployments, instances, offline = await self._read(session, only)
-            added: dict[str, list[Instance]] = {}
-            for row in deployments:
-                mine = instances.get(row.id, [])
-                added[row.id] = await self._reconcile_one(session, row, mine, offline, now)
-                note = (
-                    self._placer.unplaced.get(row.id, "") if aggregate.desired_replicas(row) else ""
-                )
-                aggregate.apply(row, [*mine, *added[row.id]], note=note)
-            await self._placer.commit_booked(session, [i for new in added.values() for i in new])
+            if not any(
+                self._pending(row, instances.get(row.id, []), offline, now) for row in deployments
+            ):
+                return
+        async with self._placer.lock, self._db.session() as session:
+            with session.no_autoflush:  # nothing is written before the commit
+                deployments, instances, offline = await self._read(session, only)
+                touched: list[tuple[Deployment, list[Instance]]] = []
+                for row in deployments:
+                    mine = instances.get(row.id, [])
+                    added = await self._apply(session, row, mine, offline, now)
+                    changed = aggregate.apply(row, [*mine, *added], note=self._note(row))
+                    if added or changed or any(i.draining for i in mine):
+                        touched.append((row, added))
+            await self._placer.commit_booked(session, [i for _, new in touched for i in new])
         changed = False
-        for row in deployments:
-            changed |= bool(added[row.id])
-            self._placer.send(row, added[row.id])
+        for row, added in touched:
+            changed |= bool(added)
+            self._placer.send(row, added)
             timeout = EngineConfig.from_mapping(row.config).effective_drain_timeout
             for instance in instances.get(row.id, []):
                 if instance.draining:
                     changed |= self._drainer.drain(instance.id, instance.worker_id, row.id, timeout)
         if changed:
             self._fleet.changed()  # after the commit: the gateway drops the draining
+
+    def _note(self, row: Deployment) -> str:
+        """Why some of the deployment's instances could not be placed, if so."""
+        return self._placer.unplaced.get(row.id, "") if aggregate.desired_replicas(row) else ""
+
+    def _pending(
+        self,
+        row: Deployment,
+        instances: list[Instance],
+        offline: dict[str, datetime | None],
+        now: datetime,
+    ) -> bool:
+        """Whether a pass has anything to do for the deployment (``row`` is of a
+        session that is not committed: its aggregate is tried on it)."""
+        if not self._decide(row, instances, offline, now)[0].idle:
+            return True
+        if any(i.draining and not self._drainer.draining(i.id) for i in instances):
+            return True
+        return aggregate.apply(row, instances, note=self._note(row))
 
     async def _read(
         self, session: AsyncSession, only: set[str] | None
@@ -130,23 +159,24 @@ class Reconciler:
         if deployments:
             for instance in await session.scalars(instance_query):
                 instances.setdefault(instance.deployment_id, []).append(instance)
+        # Online workers have no offline_since: only the offline ones are read.
         offline = {
             wid: since
-            for wid, since in await session.execute(select(Worker.id, Worker.offline_since))
+            for wid, since in await session.execute(
+                select(Worker.id, Worker.offline_since).where(Worker.offline_since.is_not(None))
+            )
             if not self._fleet.is_connected(wid)
         }
         return deployments, instances, offline
 
-    async def _reconcile_one(
+    def _decide(
         self,
-        session: AsyncSession,
         row: Deployment,
         instances: list[Instance],
         offline: dict[str, datetime | None],
         now: datetime,
-    ) -> list[Instance]:
-        """Apply the pass's plan to one deployment: the instances it placed (the
-        ones it removes are marked ``draining``)."""
+    ) -> tuple[Plan, list[InstanceView]]:
+        """The plan for one deployment, and the views it was made from."""
         grace = timedelta(seconds=EngineConfig.from_mapping(row.config).effective_reschedule_after)
 
         def lost(instance: Instance) -> bool:
@@ -166,6 +196,19 @@ class Reconciler:
             aggregate.desired_replicas(row), row.spec_version, views,
             rollout_halted=bool(row.rollout_error),
         )  # fmt: skip
+        return decided, views
+
+    async def _apply(
+        self,
+        session: AsyncSession,
+        row: Deployment,
+        instances: list[Instance],
+        offline: dict[str, datetime | None],
+        now: datetime,
+    ) -> list[Instance]:
+        """Carry out the plan for one deployment: the instances it placed (the
+        ones it removes are marked ``draining``)."""
+        decided, views = self._decide(row, instances, offline, now)
         if decided.idle:
             return []
         if decided.halt is not None:
