@@ -15,6 +15,11 @@ Invariants:
 * A host port belongs to at most one instance on a worker, and an
   allocation booked with its worker's ``PortRange`` holds a port inside it
   (``add`` refuses any other).
+* Ports are handed out in turn (``next_free_port``: the first free one after
+  the last booked, wrapping around), so a port just released is the last one
+  given again: the container that held it may still be stopping on its host
+  (and a client may still hold a connection to it) when the next instance is
+  placed.
 
 Concurrency: plain synchronous code with no awaits. Mutations happen on the
 controller's event loop under the deployment service's placement lock
@@ -83,6 +88,8 @@ class WorkerBook:
     partial_free_sum: float = 0.0
     # Highest GPU index with a reservation; -1 when none.
     max_index: int = -1
+    # The last port booked here; the next one is looked for after it.
+    last_port: int = 0
 
     def free(self, index: int) -> float:
         return 1.0 - self.reserved.get(index, 0.0)
@@ -112,12 +119,15 @@ class WorkerBook:
         """Whether some port of ``ports`` is not held here. Fewer holders than
         ports means one is free (pigeonhole; holders outside ``ports`` only
         make that truer), so only a nearly full worker pays for the scan."""
-        return len(self.ports) < ports.size or self.lowest_free_port(ports) is not None
+        return len(self.ports) < ports.size or self.next_free_port(ports) is not None
 
-    def lowest_free_port(self, ports: PortRange) -> int | None:
-        """The lowest port of ``ports`` not held here, or ``None``."""
+    def next_free_port(self, ports: PortRange) -> int | None:
+        """The first port of ``ports`` after the last one booked here (wrapping
+        around to ``ports.low``) that is not held, or ``None``."""
         held = self.ports
-        for port in range(ports.low, ports.high + 1):
+        start = self.last_port + 1 if self.last_port in ports else ports.low
+        for offset in range(ports.size):
+            port = ports.low + (start - ports.low + offset) % ports.size
             if port not in held:
                 return port
         return None
@@ -130,6 +140,8 @@ class Ledger:
     def __init__(self) -> None:
         self._books: dict[str, WorkerBook] = {}
         self._allocations: dict[str, Allocation] = {}
+        # Per booked instance: its worker's ``last_port`` before it (for ``undo``).
+        self._last_port_before: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._allocations)
@@ -166,19 +178,26 @@ class Ledger:
                     f"port {allocation.port} of worker {allocation.worker_id} is held by {holder}"
                 )
             book.ports[allocation.port] = allocation.instance_id
+            self._last_port_before[allocation.instance_id] = book.last_port
+            book.last_port = allocation.port
         for index in allocation.gpu_indices:
             book.hold(index, allocation.instance_id, allocation.fraction)
         book.instances += 1
         self._allocations[allocation.instance_id] = allocation
 
-    def remove(self, instance_id: str) -> Allocation | None:
-        """Release what ``instance_id`` holds; ``None`` if it held nothing."""
+    def remove(self, instance_id: str, *, undo: bool = False) -> Allocation | None:
+        """Release what ``instance_id`` holds; ``None`` if it held nothing.
+        ``undo``: it was the last booking on its worker (a refused batch is
+        unbooked in reverse), and the worker hands out ports as before it."""
         allocation = self._allocations.pop(instance_id, None)
         if allocation is None:
             return None
         book = self._books[allocation.worker_id]
         if allocation.port is not None and book.ports.get(allocation.port) == instance_id:
             del book.ports[allocation.port]
+        before = self._last_port_before.pop(instance_id, None)
+        if undo and before is not None:
+            book.last_port = before
         for index in allocation.gpu_indices:
             book.drop(index, instance_id)
         book.instances -= 1

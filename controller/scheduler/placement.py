@@ -168,7 +168,7 @@ def placement_on(
 ) -> Placement:
     """The GPUs and port the request gets on ``worker``, which ``takes`` it."""
     gpus = _pick(request, worker, book, policy)
-    port = book.lowest_free_port(worker.ports or ports)
+    port = book.next_free_port(worker.ports or ports)
     assert gpus is not None and port is not None  # the winner passed both checks
     fraction = request.demand.fraction if gpus else 0.0
     return Placement(worker.id, worker.name, gpus, fraction, port)

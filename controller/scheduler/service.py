@@ -45,7 +45,7 @@ database would each keep their own ledger and could double-book.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from controller.scheduler.candidates import Candidates, LiveWorker
@@ -236,9 +236,10 @@ class Scheduler:
             pinned=decision.explicit_worker,
         )
 
-    def _unbook(self, instance_ids: Iterable[str]) -> None:
-        for instance_id in instance_ids:
-            self.ledger.remove(instance_id)
+    def _unbook(self, instance_ids: Sequence[str]) -> None:
+        """Undo the bookings of ``instance_ids`` (booked in that order)."""
+        for instance_id in reversed(instance_ids):
+            self.ledger.remove(instance_id, undo=True)
 
     # ------------------------------------------------------------ views
 

@@ -205,7 +205,8 @@ async def test_delete_releases_gpu_and_port(controller: Controller) -> None:
         view = await worker_view(controller, worker.id)
         assert view["gpu_info"]["devices"][0]["reserved"] == 0.0
         second = await created_ok(controller, "second")
-        assert second["gpu_indices"] == [0] and second["port"] == 40000
+        # The GPU is free again; ports are handed out in turn (40000 comes last).
+        assert second["gpu_indices"] == [0] and second["port"] == 40001
 
 
 async def test_ports_are_allocated_per_worker_from_the_range(make_controller: Any) -> None:

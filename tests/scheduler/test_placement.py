@@ -242,17 +242,24 @@ def test_gpu_deployment_skips_gpu_less_workers_unless_named() -> None:
 # ---------------------------------------------------------------- ports
 
 
-def test_lowest_free_port_and_reuse_after_release() -> None:
+def test_ports_are_given_in_turn_and_a_released_one_last() -> None:
     a = worker("a", 4)
     ledger = Ledger()
-    ports = []
-    for i in range(3):
-        result = placed(decide(request(gpu_count=0), [a], ledger))
-        ledger.add(Allocation(f"d{i}", a.id, (), 0.0, result.port))
-        ports.append(result.port)
-    assert ports == [40000, 40001, 40002]
-    ledger.remove("d1")
-    assert placed(decide(request(gpu_count=0), [a], ledger)).port == 40001
+    tiny = PortRange(40000, 40003)
+
+    def book(instance_id: str) -> int:
+        result = placed(decide(request(gpu_count=0), [a], ledger, ports=tiny))
+        assert result.port is not None
+        ledger.add(Allocation(instance_id, a.id, (), 0.0, result.port))
+        return result.port
+
+    assert [book(f"d{i}") for i in range(3)] == [40000, 40001, 40002]
+    ledger.remove("d1")  # its container may still be stopping: not handed out next
+    assert book("d3") == 40003
+    assert book("d4") == 40001  # wrapped around to the only free one
+    ledger.remove("d0")
+    ledger.remove("d4")
+    assert book("d5") == 40000  # after 40001 (the last booked): 40002, 40003 held
 
 
 def test_a_worker_without_free_ports_is_refused_and_another_chosen() -> None:

@@ -410,8 +410,8 @@ def by_definition(
             )
         )
         chosen.append(placement)
-    for instance_id in request.instance_ids[: len(chosen)]:
-        scheduler.ledger.remove(instance_id)
+    for instance_id in reversed(request.instance_ids[: len(chosen)]):
+        scheduler.ledger.remove(instance_id, undo=True)
     return chosen
 
 
