@@ -9,6 +9,10 @@ Guarantees:
   after another, in arrival order, on that instance's lane; different instances
   run concurrently. FetchLogs, ListContainers and FollowLogs never wait behind a
   lane.
+* **Stops before Deploys.** A Deploy starts only once every Stop that arrived
+  before it (of any instance) has finished: the controller may place a new
+  instance on the port and GPUs another one just gave up, and its container must
+  not race the removal of the one that held them.
 * **Deploys are supervised.** A Deploy hands the spec to the session's
   ``Supervisors`` (``agent.supervisor``), which restart the engine under its
   restart policy; the lane waits only for the attempt's outcome (``running`` or
@@ -101,8 +105,11 @@ class Connection:
         self._gpus = gpus
         self._watcher = watcher
         self._supervisors = supervisors
-        # Commands waiting per instance id; a lane task drains each.
-        self._lanes: dict[str, deque[_Command]] = {}
+        # Commands waiting per instance id, each with the Stops it waits for; a
+        # lane task drains each.
+        self._lanes: dict[str, deque[tuple[_Command, list[asyncio.Event]]]] = {}
+        # Stops received and not finished yet, by instance id: set when done.
+        self._stops: dict[str, asyncio.Event] = {}
         self._last_containers: list[ContainerState] = []
         self._listing_failed = False
         # Log follows in progress, by the request id of their FollowLogs.
@@ -145,30 +152,39 @@ class Connection:
 
     def _enqueue(self, command: _Command) -> None:
         instance_id = command_instance(command)
+        waits: list[asyncio.Event] = []
         if isinstance(command, agent_pb2.Stop):
             self._supersede(instance_id)
+            self._stops.setdefault(instance_id, asyncio.Event())
+        else:
+            waits = list(self._stops.values())
         lane = self._lanes.get(instance_id)
         if lane is None:
             lane = self._lanes[instance_id] = deque()
             self._spawn(self._drain(instance_id, lane), f"lane-{instance_id}")
-        lane.append(command)
+        lane.append((command, waits))
 
     def _supersede(self, instance_id: str) -> None:
         """A Stop makes queued Deploys, a deploy in flight and a pending restart of
         that instance moot."""
         lane = self._lanes.get(instance_id)
         if lane is not None:
-            kept = [c for c in lane if not isinstance(c, agent_pb2.Deploy)]
+            kept = [entry for entry in lane if not isinstance(entry[0], agent_pb2.Deploy)]
             lane.clear()
             lane.extend(kept)
         if self._supervisors.supervised(instance_id):
             logger.info("instance %s: stop requested, cancelling its supervisor", instance_id)
             self._supervisors.cancel(instance_id)
 
-    async def _drain(self, instance_id: str, lane: deque[_Command]) -> None:
+    async def _drain(
+        self, instance_id: str, lane: deque[tuple[_Command, list[asyncio.Event]]]
+    ) -> None:
         try:
             while lane:
-                await self._execute(lane.popleft())
+                command, waits = lane.popleft()
+                for stopped in waits:
+                    await stopped.wait()
+                await self._execute(command)
         finally:
             # No await between the empty check and this: ``_enqueue`` either
             # appended in time or will start a new lane.
@@ -194,6 +210,8 @@ class Connection:
             await report(StatusUpdate(instance_id, ERROR, f"agent error: {exc!r}", final=True))
         finally:
             self._watcher.end(instance_id)
+            if isinstance(command, agent_pb2.Stop) and (done := self._stops.pop(instance_id, None)):
+                done.set()
 
     def _reporter(self, deployment_id: str) -> Reporter:
         """``report`` for a command's reports: its deployment id where one lacks it."""

@@ -378,6 +378,35 @@ async def test_commands_of_one_deployment_run_in_order_others_concurrently(
     assert runtime.specs["d1"].host_port == 40005  # the second ran after the first
 
 
+async def test_a_deploy_waits_for_the_stops_that_arrived_before_it(
+    stub: StubController, start_session: StartSession, runtime: MemoryRuntime
+) -> None:
+    """The controller placed d2 on the port d1 gave up: d2's container is made
+    only once d1's is gone; a Deploy that came before the Stop does not wait."""
+    start_session()
+    await wait_until(lambda: stub.connected)
+    stub.push(deploy_command("d1", host_port=40001))
+    await _running(stub, "d1")
+    held = runtime.gate_stop("d1")
+    stub.push(deploy_command("d0", host_port=40000))
+    await _running(stub, "d0")
+    stub.push(stop_command("d1"))
+    await wait_until(lambda: "stopping" in stub.status_names("d1"))
+    stub.push(deploy_command("d2", host_port=40001))
+    stub.push(deploy_command("d3", host_port=40003))
+    # Answered after the two Deploys were taken in (commands are read in order).
+    stub.push(
+        agent_pb2.ControllerMessage(list_containers=agent_pb2.ListContainers(request_id="r-2"))
+    )
+    await wait_until(lambda: stub.containers_reply("r-2") is not None)
+    assert ("deploy", "d2") not in runtime.events
+    assert ("deploy", "d3") not in runtime.events  # every Stop before it, not just its port's
+    held.set()
+    await _running(stub, "d2")
+    await _running(stub, "d3")
+    assert runtime.events.index(("stopped", "d1")) < runtime.events.index(("deploy", "d2"))
+
+
 async def test_stop_cancels_a_deploy_still_in_progress(
     stub: StubController, start_session: StartSession, runtime: MemoryRuntime
 ) -> None:

@@ -36,11 +36,13 @@ instance, so tests written before instances keep working):
 would), ``set_healthy`` makes a running engine fail (or pass) its health
 checks, ``crash_next_deploy`` makes the next deploy's engine exit before it is
 ready (``times`` in a row), ``gate`` holds the next deploy between ``pending`` and ``starting``
-until the test releases it, ``fail_next_deploy`` makes one deploy report
-``error``, ``append_log`` writes lines to a container's log as a running engine
-would, ``followers`` counts its live log follows. ``events`` records every call
-as ``(kind, deployment id)`` and ``instance_events`` as ``(kind, instance id)``;
-``specs`` holds the latest spec per deployment, ``instance_specs`` per instance.
+until the test releases it, ``gate_stop`` holds the next stop of an instance after
+``stopping`` (its container still there, as a slow ``docker stop``),
+``fail_next_deploy`` makes one deploy report ``error``, ``append_log`` writes
+lines to a container's log as a running engine would, ``followers`` counts its
+live log follows. ``events`` records every call as ``(kind, deployment id)``
+and ``instance_events`` as ``(kind, instance id)``; ``specs`` holds the latest
+spec per deployment, ``instance_specs`` per instance.
 """
 
 from __future__ import annotations
@@ -141,6 +143,7 @@ class MemoryRuntime:
         self._info = RuntimeInfo(available=available, version=version, error=error)
         self._containers: dict[str, _Container] = {}  # by instance id
         self._gates: dict[str, asyncio.Event] = {}
+        self._stop_gates: dict[str, asyncio.Event] = {}
         self._failures: dict[str, str] = {}
         self._crashes: dict[str, _Crash] = {}
         self.events: list[tuple[str, str]] = []
@@ -215,6 +218,9 @@ class MemoryRuntime:
             await report(self._update(container, ERROR, message + container.cluster_id))
             return
         await report(self._update(container, STOPPING))
+        gate = self._stop_gates.pop(instance_id, None)
+        if gate is not None:
+            await gate.wait()
         if container.state == RUNNING:
             self._exit(container, 0)
         if remove:
@@ -295,6 +301,12 @@ class MemoryRuntime:
         """Hold the next deploy of ``key`` after ``pending``; set to release."""
         event = asyncio.Event()
         self._gates[key] = event
+        return event
+
+    def gate_stop(self, instance_id: str) -> asyncio.Event:
+        """Hold the next stop of the instance after ``stopping``; set to release."""
+        event = asyncio.Event()
+        self._stop_gates[instance_id] = event
         return event
 
     def fail_next_deploy(self, key: str, message: str) -> None:
