@@ -50,11 +50,14 @@ LABEL_BACKEND = "lmstack.backend"
 LABEL_CLUSTER_ID = "lmstack.cluster_id"
 # Restarts of the instance made before this container (the agent's restart policy).
 LABEL_RESTARTS = "lmstack.restarts"
+# The worker whose agent made the container: agents sharing one host (and one
+# Docker engine) each see only their own, and the unlabelled ones made before.
+LABEL_WORKER_ID = "lmstack.worker_id"
 
 # Serving keys the agent of protocol 1 did not know (so never hashed).
 _KEYS_AFTER_PROTOCOL_1 = SERVING_KEYS - {"max_parallel", "max_queued", "queue_timeout"}
 # DeploySpec fields that say who runs the container or how often it ran, not what runs.
-_NOT_HASHED = ("instance_id", "restarts", "cluster_id")
+_NOT_HASHED = ("instance_id", "restarts", "cluster_id", "worker_id")
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,8 @@ class DeploySpec:
     instance_id: str = ""
     # Restarts made of this instance before this container (not hashed).
     restarts: int = 0
+    # The worker the agent runs as (its Welcome's; empty: unknown). Not hashed.
+    worker_id: str = ""
 
     @property
     def instance(self) -> str:
@@ -134,6 +139,8 @@ class ContainerState:
     started_at: str = ""
     # Its ``lmstack.cluster_id`` label; empty when it has none.
     cluster_id: str = ""
+    # Its ``lmstack.worker_id`` label; empty when it has none.
+    worker_id: str = ""
     # Its ``lmstack.instance_id`` label, else (a container made before instances)
     # its deployment id.
     instance_id: str = ""

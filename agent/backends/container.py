@@ -27,6 +27,7 @@ from agent.types import (
     LABEL_MANAGED,
     LABEL_RESTARTS,
     LABEL_SPEC_HASH,
+    LABEL_WORKER_ID,
     DeploySpec,
     spec_hash,
 )
@@ -89,6 +90,8 @@ def plan_container(
     }
     if spec.cluster_id:
         labels[LABEL_CLUSTER_ID] = spec.cluster_id
+    if spec.worker_id:
+        labels[LABEL_WORKER_ID] = spec.worker_id
     return ContainerPlan(
         name=container_name(spec.name, spec.instance),
         image=backend.image(spec),

@@ -23,6 +23,7 @@ from agent.types import (
     LABEL_MANAGED,
     LABEL_RESTARTS,
     LABEL_SPEC_HASH,
+    LABEL_WORKER_ID,
     ContainerState,
 )
 
@@ -130,6 +131,7 @@ def container_state(container: Container) -> ContainerState:
         exit_code=int(state.get("ExitCode", 0)),
         started_at=started_at(container),
         cluster_id=labels.get(LABEL_CLUSTER_ID, ""),
+        worker_id=labels.get(LABEL_WORKER_ID, ""),
         instance_id=instance_of(container),
         restarts=restarts_of(container),
     )

@@ -31,7 +31,11 @@ Guarantees:
   supervisors counted where those exceed the container's label.
 * **Ownership.** Every Deploy runs with the cluster id of the controller's
   Welcome (its container is labelled with it), and every Stop with it too, so
-  the runtime refuses to stop another cluster's container. Commands for one
+  the runtime refuses to stop another cluster's container. Every Deploy's
+  container is labelled with the worker id too, and every listing (heartbeats,
+  ListContainers) holds only this worker's containers and unlabelled older
+  ones: agents sharing one host never report, nor have removed as orphans,
+  each other's engines. Commands for one
   container *name* but different instances may run on two lanes at once; the
   runtime orders what they do to the name (``agent.runtime._names``).
 
@@ -67,6 +71,7 @@ from agent.session._wire import (
     deploy_spec,
     deployment_status,
     gpu_stats,
+    of_worker,
 )
 from agent.supervisor import Supervisors
 from agent.types import ERROR, RUNNING, ContainerState, Reporter, Runtime, StatusUpdate
@@ -97,9 +102,11 @@ class Connection:
         *,
         supervisors: Supervisors,
         cluster_id: str = "",
+        worker_id: str = "",
     ) -> None:
         self._tasks = tasks
         self._cluster_id = cluster_id
+        self._worker_id = worker_id
         self._outbox = outbox
         self._runtime = runtime
         self._gpus = gpus
@@ -196,7 +203,9 @@ class Connection:
         self._watcher.begin(instance_id)
         try:
             if isinstance(command, agent_pb2.Deploy):
-                await self._supervisors.deploy(deploy_spec(command, self._cluster_id))
+                await self._supervisors.deploy(
+                    deploy_spec(command, self._cluster_id, self._worker_id)
+                )
             else:
                 await self._supervisors.forget(instance_id)
                 await self._runtime.stop(
@@ -273,7 +282,7 @@ class Connection:
     async def _answer_containers(self, request: agent_pb2.ListContainers) -> None:
         reply = agent_pb2.Containers(request_id=request.request_id)
         try:
-            listed = self._supervisors.overlay(await self._runtime.list_containers())
+            listed = self._supervisors.overlay(await self._listing())
             reply.containers.extend(container_info(c) for c in listed)
         except Exception as exc:
             reply.error = str(exc) or type(exc).__name__
@@ -311,6 +320,10 @@ class Connection:
             return containers
         return [c for c in containers if c.cluster_id in ("", self._cluster_id)]
 
+    async def _listing(self) -> list[ContainerState]:
+        """The runtime's containers of this worker (``of_worker``)."""
+        return of_worker(await self._runtime.list_containers(), self._worker_id)
+
     async def _gpu_stats(self) -> list[GpuStats]:
         if self._gpus.simulated:
             # No C call behind it; a thread hop per heartbeat would only cost
@@ -320,7 +333,7 @@ class Connection:
 
     async def _containers(self) -> list[ContainerState]:
         try:
-            self._last_containers = await self._runtime.list_containers()
+            self._last_containers = await self._listing()
         except Exception as exc:
             # A runtime hiccup must not make containers vanish from the
             # controller's view: repeat what we last knew. Warn once per

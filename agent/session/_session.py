@@ -7,8 +7,9 @@ Guarantees:
 
 * **Hello first.** Every connection starts with a Hello that lists the GPUs,
   the host, the persisted worker id, the declared engine port range, the
-  worker's labels (``--label``) and every container the runtime manages (with
-  its cluster label, instance id and restarts), so the controller can diff
+  worker's labels (``--label``) and every container the runtime manages for
+  this worker (``of_worker``: labelled with its id, or unlabelled; with its
+  cluster label, instance id and restarts), so the controller can diff
   desired against actual state after any restart.
 * **Identity survives restarts.** The worker id from Welcome is persisted
   (``agent.session._identity``) and sent in the next Hello. The Welcome's
@@ -60,7 +61,13 @@ from agent.session._errors import ConnectionLost, SessionRejected, end_reason
 from agent.session._exits import ExitWatcher
 from agent.session._identity import WorkerIdFile
 from agent.session._outbox import Outbox
-from agent.session._wire import connection_error, container_info, gpu_device, heartbeat_interval
+from agent.session._wire import (
+    connection_error,
+    container_info,
+    gpu_device,
+    heartbeat_interval,
+    of_worker,
+)
 from agent.supervisor import Supervisors
 from agent.sysinfo import host_info, primary_ip
 from agent.types import ContainerState, Runtime, RuntimeInfo
@@ -169,6 +176,7 @@ class AgentSession:
                     self._watcher,
                     supervisors=supervisors,
                     cluster_id=cluster_id,
+                    worker_id=self._worker_id,
                 )
                 supervisors.attach(connection.report)
                 tasks.create_task(connection.heartbeats(interval), name="lmstack-heartbeat")
@@ -209,6 +217,7 @@ class AgentSession:
     async def _hello(self, supervisors: Supervisors) -> agent_pb2.Hello:
         info = await _runtime_info(self._runtime)
         containers = await _list_containers(self._runtime) if info.available else []
+        containers = of_worker(containers, self._worker_id)
         containers = supervisors.overlay(containers)
         devices = await asyncio.to_thread(self._gpus.devices)
         host = await asyncio.to_thread(host_info)

@@ -45,8 +45,16 @@ def command_instance(
     return command.instance_id or command.deployment_id
 
 
-def deploy_spec(command: agent_pb2.Deploy, cluster_id: str = "") -> DeploySpec:
-    """The command as a spec, for the cluster ``cluster_id`` (the Welcome's)."""
+def of_worker(containers: list[ContainerState], worker_id: str) -> list[ContainerState]:
+    """The containers this worker's agent made, and the unlabelled ones made
+    before containers were labelled with a worker: another agent on the same
+    host (and Docker engine) sees its own, never these."""
+    return [c for c in containers if c.worker_id in ("", worker_id)]
+
+
+def deploy_spec(command: agent_pb2.Deploy, cluster_id: str = "", worker_id: str = "") -> DeploySpec:
+    """The command as a spec, for the cluster ``cluster_id`` and the worker
+    ``worker_id`` (the Welcome's)."""
     try:
         config = json.loads(command.config_json or "{}")
     except json.JSONDecodeError as exc:
@@ -66,6 +74,7 @@ def deploy_spec(command: agent_pb2.Deploy, cluster_id: str = "") -> DeploySpec:
         cluster_id=cluster_id,
         instance_id=command_instance(command),
         restarts=command.restarts,
+        worker_id=worker_id,
     )
 
 
@@ -87,7 +96,11 @@ def deployment_status(update: StatusUpdate) -> agent_pb2.DeploymentStatus:
 
 # The dataclasses mirror their messages field for field.
 def container_info(container: ContainerState) -> agent_pb2.ContainerInfo:
-    return agent_pb2.ContainerInfo(**dataclasses.asdict(container))
+    """The container as sent; without its worker label (what an agent sends is
+    of its own worker, see ``of_worker``)."""
+    fields = dataclasses.asdict(container)
+    del fields["worker_id"]
+    return agent_pb2.ContainerInfo(**fields)
 
 
 def gpu_device(device: GpuDevice) -> agent_pb2.GpuDevice:

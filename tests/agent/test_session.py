@@ -159,6 +159,43 @@ async def test_heartbeats_carry_container_states(
     ]
 
 
+async def test_agents_sharing_a_host_each_see_only_their_own_containers(
+    stub: StubController, start_session: StartSession, runtime: MemoryRuntime
+) -> None:
+    """One Docker engine, two agents: this one reports (and so may have removed
+    as orphans) only its worker's containers and the unlabelled older ones."""
+
+    def spec(deployment_id: str, port: int, worker_id: str) -> DeploySpec:
+        return DeploySpec(
+            deployment_id=deployment_id, name=deployment_id, backend="vllm", image="img",
+            model="m", config=EngineConfig(), host_port=port, worker_id=worker_id,
+        )  # fmt: skip
+
+    mine = runtime.plant(spec("mine", 40001, WORKER_ID))
+    runtime.plant(spec("theirs", 40002, "the-other-agents-worker"))
+    older = runtime.plant(spec("older", 40003, ""))
+    start_session()
+    await wait_until(lambda: stub.connected)
+    stub.push(deploy_command("d1"))
+    made = await _running(stub, "d1")
+    seen = len(stub.heartbeats())
+    await wait_until(lambda: len(stub.heartbeats()) > seen)
+    assert sorted(c.deployment_id for c in stub.heartbeats()[-1].containers) == [
+        "d1", "mine", "older"
+    ]  # fmt: skip
+    stub.push(
+        agent_pb2.ControllerMessage(list_containers=agent_pb2.ListContainers(request_id="r-1"))
+    )
+    await wait_until(lambda: stub.containers_reply("r-1") is not None)
+    reply = stub.containers_reply("r-1")
+    assert reply is not None
+    assert sorted(c.container_id for c in reply.containers) == sorted(
+        [made.container_id, mine.container_id, older.container_id]
+    )
+    [labelled] = [c for c in await runtime.list_containers() if c.deployment_id == "d1"]
+    assert labelled.worker_id == WORKER_ID
+
+
 async def test_hello_carries_the_worker_labels(
     stub: StubController, settings: AgentSettings, start_session: StartSession
 ) -> None:

@@ -92,6 +92,7 @@ class _Container:
     exit_code: int = 0
     started_at: str = ""
     cluster_id: str = ""
+    worker_id: str = ""
     healthy: bool = True
     log_lines: list[str] = field(default_factory=list)
     # Set (and dropped) whenever its log or state changes; followers wait on them.
@@ -117,6 +118,7 @@ class _Container:
             exit_code=self.exit_code,
             started_at=self.started_at,
             cluster_id=self.cluster_id,
+            worker_id=self.worker_id,
             instance_id=self.instance_id,
             restarts=self.restarts,
         )
@@ -365,6 +367,7 @@ class MemoryRuntime:
             spec_hash=digest,
             restarts=spec.restarts,
             cluster_id=spec.cluster_id,
+            worker_id=spec.worker_id,
         )
         # Replaces any container of another spec, like DockerRuntime does.
         replaced = self._containers.get(spec.instance)
