@@ -72,7 +72,7 @@ proto: $(STAMP)
 # Each benchmark prints its figures and PASS/FAIL against its target, and exits
 # non-zero on FAIL. All of them run; then `make bench` fails if any did, naming
 # them. One alone: $(PY) -m bench.gateway
-BENCHMARKS := deployments_list placement command_latency gateway gateway_limits fleet_scale
+BENCHMARKS := deployments_list placement command_latency gateway gateway_limits fleet_scale reconcile_restart
 bench: $(STAMP)
 	@failed=""; \
 	for name in $(BENCHMARKS); do \

@@ -10,7 +10,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,11 +110,26 @@ class ControllerProcess:
             self.proc.terminate()
             await self.proc.wait()
 
+    async def kill(self) -> None:
+        """SIGKILL, as a crash would: no shutdown path runs."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
 
 @contextlib.asynccontextmanager
 async def simulated_agents(
-    target: str, state_root: Path, count: int, arrivals: dict[str, float], start_index: int = 0
+    target: str,
+    state_root: Path,
+    count: int,
+    arrivals: dict[str, float],
+    start_index: int = 0,
+    *,
+    runtime: Callable[[], MemoryRuntime] | None = None,
+    reconnect_max_seconds: float | None = None,
 ) -> AsyncIterator[list[asyncio.Task[None]]]:
+    """``count`` agents; each gets ``runtime()`` (default: a ``TimedRuntime``
+    recording into ``arrivals``) and, when given, that reconnect back-off cap."""
     tasks = []
     for i in range(start_index, start_index + count):
         settings = AgentSettings(
@@ -124,7 +139,10 @@ async def simulated_agents(
             state_dir=state_root / f"sim-{i:04d}",
             advertise_address="127.0.0.1",
         )
-        session = AgentSession(settings, TimedRuntime(arrivals), SimulatedGpuReader(8, 80))
+        if reconnect_max_seconds is not None:
+            settings.reconnect_max_seconds = reconnect_max_seconds
+        agent_runtime = runtime() if runtime is not None else TimedRuntime(arrivals)
+        session = AgentSession(settings, agent_runtime, SimulatedGpuReader(8, 80))
         tasks.append(asyncio.create_task(session.run()))
         if i % 50 == 49:
             await asyncio.sleep(0.2)  # do not stampede the controller
