@@ -4,7 +4,8 @@
   stand-in image is built (``tests/engine/build_image.sh``, a no-op when up to date); it
   runs them once per test process and returns the image tag. It raises ``RuntimeError``
   with the scripts' output when either fails.
-* ``free_port()`` gives a TCP port nothing listens on right now.
+* ``free_port()`` gives a TCP port nothing listens on right now; ``free_port_range(n)``
+  ``n`` consecutive ones (an agent's ``--engine-port-range``).
 * ``remove_test_containers(prefix)`` removes every LMStack container whose deployment id
   starts with ``prefix``, and every container labelled ``lmstack.test=<prefix>``: tests
   give their deployments a per-session prefix so parallel test sessions do not collide.
@@ -61,6 +62,23 @@ def free_port() -> int:
         sock.bind(("0.0.0.0", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_port_range(count: int) -> tuple[int, int]:
+    """``count`` consecutive TCP ports free on all interfaces right now: the
+    first and the last."""
+    for _ in range(50):
+        low = free_port()
+        if low + count > 65535:
+            continue
+        try:
+            for port in range(low, low + count):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.bind(("0.0.0.0", port))
+        except OSError:
+            continue
+        return low, low + count - 1
+    raise RuntimeError(f"no {count} consecutive free ports found")
 
 
 def has_nvidia_runtime(client: docker.DockerClient) -> bool:

@@ -64,6 +64,7 @@ async def running_controller(data_dir: Path) -> AsyncIterator[Controller]:
         overrides={
             "heartbeat_interval": HEARTBEAT,
             "agent_request_timeout": 5.0,
+            "reconcile_interval": 0.5,  # notices lost workers' deadlines soon
             "grpc_port": free_port(),
             "engine_port_min": low,
             "engine_port_max": low + 20,
@@ -90,6 +91,8 @@ class AgentProcess:
     state_dir: Path
     name: str
     token: str = AGENT_TOKEN
+    args: tuple[str, ...] = ()  # more flags, e.g. --engine-port-range
+    env: dict[str, str] = field(default_factory=dict)
     proc: asyncio.subprocess.Process | None = None
     output: list[str] = field(default_factory=list)
     _reader: asyncio.Task[None] | None = None
@@ -100,13 +103,14 @@ class AgentProcess:
             "LMSTACK_HF_CACHE_DIR": str(self.state_dir / "hf-cache"),
             "LMSTACK_ENGINE_READY_TIMEOUT": "30",
             "LMSTACK_RECONNECT_MAX_SECONDS": "0.5",
+            **self.env,
         }
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "agent.main",
             "--controller", self.ctl.grpc_target, "--token", self.token,
             "--name", self.name, "--state-dir", str(self.state_dir),
             "--advertise-address", "127.0.0.1", "--log-level", "DEBUG",
-            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            *self.args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         self._reader = asyncio.create_task(self._collect())
 
@@ -159,8 +163,16 @@ async def agents(
 ) -> AsyncIterator[Any]:
     made: list[AgentProcess] = []
 
-    def make(name: str = "e2e-worker", token: str = AGENT_TOKEN) -> AgentProcess:
-        agent = AgentProcess(e2e_controller, tmp_path / f"agent-{name}", name, token)
+    def make(
+        name: str = "e2e-worker",
+        token: str = AGENT_TOKEN,
+        *,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> AgentProcess:
+        agent = AgentProcess(
+            e2e_controller, tmp_path / f"agent-{name}", name, token, args, env or {}
+        )
         made.append(agent)
         return agent
 
