@@ -322,7 +322,8 @@ class Connection:
 
     async def _listing(self) -> list[ContainerState]:
         """The runtime's containers of this worker (``of_worker``)."""
-        return of_worker(await self._runtime.list_containers(), self._worker_id)
+        listed = await self._runtime.list_containers()
+        return of_worker(listed, self._worker_id, self._cluster_id)
 
     async def _gpu_stats(self) -> list[GpuStats]:
         if self._gpus.simulated:

@@ -45,11 +45,20 @@ def command_instance(
     return command.instance_id or command.deployment_id
 
 
-def of_worker(containers: list[ContainerState], worker_id: str) -> list[ContainerState]:
-    """The containers this worker's agent made, and the unlabelled ones made
-    before containers were labelled with a worker: another agent on the same
-    host (and Docker engine) sees its own, never these."""
-    return [c for c in containers if c.worker_id in ("", worker_id)]
+def of_worker(
+    containers: list[ContainerState], worker_id: str, cluster_id: str = ""
+) -> list[ContainerState]:
+    """The containers this worker's agent made, the unlabelled ones made before
+    containers were labelled with a worker, and (when ``cluster_id`` is known)
+    those of other clusters, which the controller lists as foreign and leaves
+    alone. Another agent of the same cluster on this host (and Docker engine)
+    sees its own, never these."""
+    return [
+        c
+        for c in containers
+        if c.worker_id in ("", worker_id)
+        or (cluster_id and c.cluster_id and c.cluster_id != cluster_id)
+    ]
 
 
 def deploy_spec(command: agent_pb2.Deploy, cluster_id: str = "", worker_id: str = "") -> DeploySpec:

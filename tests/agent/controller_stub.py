@@ -36,6 +36,7 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> Non
 class StubController(agent_pb2_grpc.AgentServiceServicer):
     token: str = TOKEN
     worker_id: str = WORKER_ID
+    cluster_id: str = ""
     # Both 0: the agent falls back to its own (sub-second, in tests) interval.
     heartbeat_interval_seconds: int = 0
     heartbeat_interval_ms: int = 0
@@ -69,6 +70,7 @@ class StubController(agent_pb2_grpc.AgentServiceServicer):
         yield agent_pb2.ControllerMessage(
             welcome=agent_pb2.Welcome(
                 worker_id=self.worker_id,
+                cluster_id=self.cluster_id,
                 heartbeat_interval_seconds=self.heartbeat_interval_seconds,
                 heartbeat_interval_ms=self.heartbeat_interval_ms,
                 protocol_version=1,

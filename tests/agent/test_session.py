@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import random
 import socket
@@ -171,17 +172,24 @@ async def test_agents_sharing_a_host_each_see_only_their_own_containers(
             model="m", config=EngineConfig(), host_port=port, worker_id=worker_id,
         )  # fmt: skip
 
+    stub.cluster_id = "this-cluster"
     mine = runtime.plant(spec("mine", 40001, WORKER_ID))
     runtime.plant(spec("theirs", 40002, "the-other-agents-worker"))
     older = runtime.plant(spec("older", 40003, ""))
+    other_cluster = runtime.plant(
+        dataclasses.replace(
+            spec("foreign", 40004, "a-worker-of-another-cluster"), cluster_id="another-cluster"
+        )
+    )
     start_session()
     await wait_until(lambda: stub.connected)
     stub.push(deploy_command("d1"))
     made = await _running(stub, "d1")
     seen = len(stub.heartbeats())
     await wait_until(lambda: len(stub.heartbeats()) > seen)
+    # Another cluster's container is listed (the controller shows it as foreign).
     assert sorted(c.deployment_id for c in stub.heartbeats()[-1].containers) == [
-        "d1", "mine", "older"
+        "d1", "foreign", "mine", "older"
     ]  # fmt: skip
     stub.push(
         agent_pb2.ControllerMessage(list_containers=agent_pb2.ListContainers(request_id="r-1"))
@@ -190,7 +198,7 @@ async def test_agents_sharing_a_host_each_see_only_their_own_containers(
     reply = stub.containers_reply("r-1")
     assert reply is not None
     assert sorted(c.container_id for c in reply.containers) == sorted(
-        [made.container_id, mine.container_id, older.container_id]
+        [made.container_id, mine.container_id, older.container_id, other_cluster.container_id]
     )
     [labelled] = [c for c in await runtime.list_containers() if c.deployment_id == "d1"]
     assert labelled.worker_id == WORKER_ID
