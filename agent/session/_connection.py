@@ -33,9 +33,9 @@ Guarantees:
   Welcome (its container is labelled with it), and every Stop with it too, so
   the runtime refuses to stop another cluster's container. Every Deploy's
   container is labelled with the worker id too, and every listing (heartbeats,
-  ListContainers) holds only this worker's containers and unlabelled older
-  ones: agents sharing one host never report, nor have removed as orphans,
-  each other's engines. Commands for one
+  ListContainers) holds only this worker's containers, unlabelled older ones
+  and other clusters' (``of_worker``): agents of one cluster sharing a host
+  never report, nor have removed as orphans, each other's engines. Commands for one
   container *name* but different instances may run on two lanes at once; the
   runtime orders what they do to the name (``agent.runtime._names``).
 
