@@ -130,8 +130,10 @@ class AgentSession:
                 logger.error("controller %s refused this agent: %s", self._settings.controller, exc)
                 raise
             except ConnectionLost as exc:
+                _unless_cancelled()
                 logger.warning("connection to controller %s: %s", self._settings.controller, exc)
             except Exception:
+                _unless_cancelled()
                 # A bug in one connection must not end a daemon that can reconnect.
                 logger.exception("connection to controller %s failed", self._settings.controller)
             delay = self._backoff.next_delay()
@@ -246,6 +248,15 @@ class AgentSession:
             engine_port_max=ports[1] if ports else 0,
             labels=self._settings.labels,
         )
+
+
+def _unless_cancelled() -> None:
+    """Raise ``CancelledError`` if this task is being cancelled: a cancel that
+    lands while a connection ends can come out of its task group as the
+    connection's own error, and must still stop the session, not reconnect."""
+    current = asyncio.current_task()
+    if current is not None and current.cancelling():
+        raise asyncio.CancelledError
 
 
 async def _runtime_info(runtime: Runtime) -> RuntimeInfo:

@@ -634,6 +634,34 @@ async def test_refused_protocol_version_fails_at_once(
     assert stub.attempts == 1
 
 
+async def test_a_cancel_that_comes_out_as_a_lost_connection_still_ends_the_session(
+    settings: AgentSettings, runtime: MemoryRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel landing while a connection ends can surface as the connection's
+    error (its task group's): the session stops all the same, it does not
+    reconnect (seen: one of 1,000 sessions kept running after its cancel)."""
+    from agent.session import _session  # noqa: PLC0415
+    from agent.session._errors import ConnectionLost  # noqa: PLC0415
+
+    attempts = 0
+
+    async def connect_once(self: object, supervisors: object) -> None:
+        nonlocal attempts
+        attempts += 1
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise ConnectionLost("stream ended") from None
+
+    monkeypatch.setattr(_session.AgentSession, "_connect_once", connect_once)
+    task = asyncio.create_task(AgentSession(settings, runtime, FakeGpuReader()).run())
+    await wait_until(lambda: attempts == 1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert attempts == 1
+
+
 async def test_shutdown_closes_the_stream_and_leaves_containers_running(
     stub: StubController, settings: AgentSettings, runtime: MemoryRuntime, gpus: FakeGpuReader
 ) -> None:
